@@ -1,0 +1,83 @@
+//! `tonno info FILE`: what a user needs to know about an image before running on it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+use tonno_core::io::{Format, read_image};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Image file (.nii, .nii.gz, .nrrd, .nhdr).
+    file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Info {
+    path: PathBuf,
+    format: Format,
+    shape: [usize; 3],
+    channels: usize,
+    datatype: &'static str,
+    spacing_mm: [f64; 3],
+    /// Voxel-to-world (RAS+ mm), row-major.
+    affine: [[f64; 4]; 4],
+    orientation: String,
+    intensity_min: f32,
+    intensity_max: f32,
+    intensity_mean: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qform_code: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sform_code: Option<i16>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let img = read_image(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let v = &img.volume;
+    let (lo, hi) = v.intensity_range();
+    let mean = v.data().iter().map(|&x| x as f64).sum::<f64>() / v.data().len() as f64;
+    let info = Info {
+        path: args.file.clone(),
+        format: img.info.format,
+        shape: v.shape(),
+        channels: v.channels(),
+        datatype: img.info.datatype.name(),
+        spacing_mm: v.spacing_mm(),
+        affine: v.world_from_voxel().0,
+        orientation: v.world_from_voxel().orientation_code(),
+        intensity_min: lo,
+        intensity_max: hi,
+        intensity_mean: mean,
+        qform_code: img.info.nifti_header.as_ref().map(|h| h.qform_code),
+        sform_code: img.info.nifti_header.as_ref().map(|h| h.sform_code),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!("file         {}", info.path.display());
+        println!("format       {:?}", info.format);
+        println!(
+            "shape        {} x {} x {}",
+            info.shape[0], info.shape[1], info.shape[2]
+        );
+        println!("channels     {}", info.channels);
+        println!("datatype     {}", info.datatype);
+        let s = info.spacing_mm;
+        println!("spacing_mm   {:.4} x {:.4} x {:.4}", s[0], s[1], s[2]);
+        println!("orientation  {}", info.orientation);
+        if let (Some(q), Some(s)) = (info.qform_code, info.sform_code) {
+            println!("xform codes  qform {q}, sform {s}");
+        }
+        println!("intensity    min {lo}, max {hi}, mean {mean:.4}");
+        println!("affine (voxel -> RAS mm)");
+        for line in v.world_from_voxel().to_string().lines() {
+            println!("  {line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,75 @@
+//! `tonno`: weakly supervised 3D segmentation of CT and MRI from image-level
+//! labels. Each subcommand lives in its own module and is thin glue over
+//! tonno-core and tonno-ml: parse, resolve, call the library, write outputs.
+//! Results go to stdout (`--json` for machines); logs and progress to stderr.
+
+mod bench;
+mod info;
+mod progress;
+mod radon;
+mod synth;
+mod tomo_args;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Dense 3D segmentations from image-level labels, by tomographic
+/// reconstruction of a 2D encoder's outputs (ToNNO, CVPR 2024).
+#[derive(Debug, Parser)]
+#[command(name = "tonno", version, about, long_about = None)]
+struct Cli {
+    /// More logs on stderr (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print an image's shape, channels, datatype, spacing, affine, orientation and intensity range.
+    Info(info::Args),
+    /// Write a synthetic dataset (Decathlon layout plus labels.csv): head-like scans, half with lesions.
+    Synth(synth::Args),
+    /// Reconstruct a volume from its own plane integrals (ToNNO with the exact "slice sum" encoder).
+    Radon(radon::Args),
+    /// Measure speed and memory, printed as JSON.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!(
+                    "tonno={level},tonno_core={level},tonno_ml={level}"
+                ))
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Radon(a) => radon::run(a),
+        Command::Bench(c) => bench::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // The whole chain: "error: reading x.nii.gz: x.nii.gz: truncated: ..."
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

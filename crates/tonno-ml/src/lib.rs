@@ -1,0 +1,1 @@
+//! tonno-ml: slice encoders, training, inference and CAM methods (burn). Empty until the training work lands.
