@@ -15,6 +15,33 @@ use tonno_core::volume::Volume;
 pub enum Command {
     /// Slice extraction, plane integrals, filtering and backprojection.
     Radon(RadonArgs),
+    /// Training and inference slices/s and peak memory of each encoder at its default slice size.
+    Encoder(EncoderArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EncoderArgs {
+    /// Encoders to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "cnn,resnet18,resnet34")]
+    encoders: Vec<tonno_ml::encoder::EncoderKind>,
+    /// Timed training steps (and inference batches) per encoder.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Training batch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Inference batch size.
+    #[arg(long, default_value_t = 128)]
+    infer_batch: usize,
+    /// Slice size (default: each encoder's own).
+    #[arg(long)]
+    slice_size: Option<usize>,
+    /// cpu, vulkan or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: tonno_ml::device::DeviceChoice,
+    /// Print JSON (the output is always JSON).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +101,7 @@ fn best_of<T>(repeats: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Radon(a) => radon(a),
+        Command::Encoder(a) => encoder(a),
     }
 }
 
@@ -151,6 +179,39 @@ fn radon(a: RadonArgs) -> anyhow::Result<ExitCode> {
         "threads": rayon::current_num_threads(),
         "volume_mib": (vol.voxels() * 4) as f64 / (1 << 20) as f64,
         "steps": steps,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn encoder(a: EncoderArgs) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for kind in &a.encoders {
+        reset_peak_rss();
+        let p = a.slice_size.unwrap_or(kind.default_slice_size());
+        let r = tonno_ml::bench::encoder_throughput(
+            *kind,
+            p,
+            a.batch,
+            a.infer_batch,
+            a.steps,
+            a.device,
+        )?;
+        let mut v = serde_json::to_value(&r)?;
+        v["peak_rss_mib"] = serde_json::json!(peak_rss_mib());
+        eprintln!(
+            "{kind}: train {:.1} slices/s, infer {:.1} slices/s",
+            r.train_slices_per_s, r.infer_slices_per_s
+        );
+        rows.push(v);
+    }
+    let sampler = tonno_ml::bench::sampler_throughput(64, 20)?;
+    let report = serde_json::json!({
+        "bench": "encoder",
+        "device": a.device.to_string(),
+        "threads": rayon::current_num_threads(),
+        "encoders": rows,
+        "sampler_slices_per_s": sampler,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)

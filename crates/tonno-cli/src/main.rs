@@ -7,8 +7,10 @@ mod bench;
 mod info;
 mod progress;
 mod radon;
+mod segment;
 mod synth;
 mod tomo_args;
+mod train;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,10 @@ enum Command {
     Synth(synth::Args),
     /// Reconstruct a volume from its own plane integrals (ToNNO with the exact "slice sum" encoder).
     Radon(radon::Args),
+    /// Train a 2D slice encoder from image-level labels (randomly oriented slices, BCE).
+    Train(train::Args),
+    /// 3D heatmaps from a trained encoder: ToNNO, 2D/averaged/tomographic GradCAM and LayerCAM.
+    Segment(segment::Args),
     /// Measure speed and memory, printed as JSON.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
         Command::Info(a) => info::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Radon(a) => radon::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Segment(a) => segment::run(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

@@ -25,6 +25,9 @@ pub struct Args {
     /// Fraction of cases in the test split (imagesTs).
     #[arg(long, default_value_t = 0.25)]
     test_fraction: f64,
+    /// Range of the lesions' relative intensity change, "LO,HI" (sign random).
+    #[arg(long, value_parser = parse_range, default_value = "0.15,0.35")]
+    contrast: (f64, f64),
     /// Write into a non-empty folder, replacing files of the same names.
     #[arg(long)]
     force: bool,
@@ -43,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cases: args.cases,
         seed: args.seed,
         test_fraction: args.test_fraction,
+        contrast: args.contrast,
         ..SynthConfig::default()
     };
     let bar = progress::bar(args.cases as u64, "synth");
@@ -72,4 +76,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_range(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s.split_once(',').ok_or("expected LO,HI")?;
+    let lo: f64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a number"))?;
+    let hi: f64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a number"))?;
+    if !(0.0..=5.0).contains(&lo) || hi < lo || hi > 5.0 {
+        return Err(format!("need 0 <= LO <= HI <= 5, got {lo},{hi}"));
+    }
+    Ok((lo, hi))
 }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 /// A 3D point or vector `[x, y, z]`.
 pub type Vec3 = [f64; 3];
 
-pub(crate) fn dot(a: Vec3, b: Vec3) -> f64 {
+/// Dot product.
+pub fn dot(a: Vec3, b: Vec3) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
-pub(crate) fn cross(a: Vec3, b: Vec3) -> Vec3 {
+/// Cross product.
+pub fn cross(a: Vec3, b: Vec3) -> Vec3 {
     [
         a[1] * b[2] - a[2] * b[1],
         a[2] * b[0] - a[0] * b[2],
@@ -21,19 +23,23 @@ pub(crate) fn cross(a: Vec3, b: Vec3) -> Vec3 {
     ]
 }
 
-pub(crate) fn norm(a: Vec3) -> f64 {
+/// Euclidean length.
+pub fn norm(a: Vec3) -> f64 {
     dot(a, a).sqrt()
 }
 
-pub(crate) fn scale(a: Vec3, s: f64) -> Vec3 {
+/// `a * s`.
+pub fn scale(a: Vec3, s: f64) -> Vec3 {
     [a[0] * s, a[1] * s, a[2] * s]
 }
 
-pub(crate) fn add(a: Vec3, b: Vec3) -> Vec3 {
+/// `a + b`.
+pub fn add(a: Vec3, b: Vec3) -> Vec3 {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
 }
 
-pub(crate) fn sub(a: Vec3, b: Vec3) -> Vec3 {
+/// `a - b`.
+pub fn sub(a: Vec3, b: Vec3) -> Vec3 {
     [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 

@@ -20,6 +20,8 @@ pub mod affine;
 pub mod error;
 pub mod geometry;
 pub mod io;
+pub mod metrics;
+pub mod normalize;
 pub mod radon;
 pub mod rng;
 pub mod synth;

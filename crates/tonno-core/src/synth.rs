@@ -37,6 +37,8 @@ pub struct SynthConfig {
     pub test_fraction: f64,
     /// Standard deviation of the Gaussian noise, relative to white matter.
     pub noise: f64,
+    /// Range of a lesion's relative intensity change (its sign is random).
+    pub contrast: (f64, f64),
 }
 
 impl Default for SynthConfig {
@@ -48,6 +50,7 @@ impl Default for SynthConfig {
             positive_fraction: 0.5,
             test_fraction: 0.25,
             noise: 0.04,
+            contrast: (0.15, 0.35),
         }
     }
 }
@@ -258,7 +261,7 @@ fn draw_head(rng: &mut Rng) -> Head {
     }
 }
 
-fn draw_lesion(rng: &mut Rng, head: &Head, spacing_mm: f64) -> Lesion {
+fn draw_lesion(rng: &mut Rng, head: &Head, spacing_mm: f64, contrast: (f64, f64)) -> Lesion {
     // Log-uniform radius: small lesions are as common as large ones.
     let r_min = (1.6 * spacing_mm).max(3.0);
     let r_max = 22.0f64.max(r_min * 1.5);
@@ -303,7 +306,7 @@ fn draw_lesion(rng: &mut Rng, head: &Head, spacing_mm: f64) -> Lesion {
         shape: Ellipsoid { center, axes, semi },
         radius_mm: radius,
         bumps,
-        contrast: sign * rng.range(0.15, 0.35),
+        contrast: sign * rng.range(contrast.0, contrast.1),
     }
 }
 
@@ -366,7 +369,7 @@ pub fn generate_case(
     let lesions: Vec<Lesion> = if positive {
         let n = 1 + rng.below(3);
         (0..n)
-            .map(|_| draw_lesion(&mut rng, &head, spacing))
+            .map(|_| draw_lesion(&mut rng, &head, spacing, config.contrast))
             .collect()
     } else {
         Vec::new()

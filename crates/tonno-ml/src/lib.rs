@@ -1,1 +1,16 @@
-//! tonno-ml: slice encoders, training, inference and CAM methods (burn). Empty until the training work lands.
+//! tonno-ml: 2D slice encoders, their training from image-level labels, and
+//! inference (ToNNO and the CAM methods). The only tonno crate that depends
+//! on the deep-learning framework (burn).
+
+pub mod bench;
+pub mod cam;
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod infer;
+pub mod methods;
+pub mod run;
+pub mod sampler;
+pub mod train;
+
+pub use error::{Error, Result};

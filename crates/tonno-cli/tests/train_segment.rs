@@ -1,0 +1,303 @@
+//! `tonno train` and `tonno segment` end to end on tiny synthetic data.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::tonno;
+
+const CONFIG: &str = r#"
+cnn_width = 8
+batch_size = 32
+epochs = 4
+steps_per_epoch = 12
+warmup_steps = 8
+lr = 0.003
+val_directions = 6
+val_slices = 8
+seed = 5
+
+[objective]
+kind = "mil"
+bag = 8
+r = 4.0
+
+[sampling]
+slice_size = 32
+"#;
+
+fn setup(dir: &Path) {
+    tonno(
+        dir,
+        &[
+            "synth",
+            "--out",
+            "d",
+            "--cases",
+            "24",
+            "--size",
+            "24",
+            "--contrast",
+            "0.5,0.8",
+            "--seed",
+            "2",
+        ],
+    )
+    .ok();
+    std::fs::write(dir.join("train.toml"), CONFIG).unwrap();
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn killed_training_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let args = ["train", "--data", "d", "--config", "train.toml"];
+    // Uninterrupted reference.
+    tonno(dir.path(), &[&args[..], &["--out", "full"]].concat()).ok();
+    // Start, kill -9 once the first epoch's checkpoint exists, resume.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonno"))
+        .args([&args[..], &["--out", "cut"]].concat())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.path().join("cut/checkpoint.json");
+    let t0 = Instant::now();
+    while !state.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = metrics(&dir.path().join("cut")).len();
+    assert!(done < 4, "killed too late: {done} epochs already done");
+    tonno(
+        dir.path(),
+        &["train", "--data", "d", "--out", "cut", "--resume"],
+    )
+    .ok();
+    let (full, cut) = (
+        metrics(&dir.path().join("full")),
+        metrics(&dir.path().join("cut")),
+    );
+    assert_eq!(
+        cut.iter()
+            .map(|m| m["epoch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    for (a, b) in full.iter().zip(&cut) {
+        assert_eq!(a["train_loss"], b["train_loss"], "epoch {}", a["epoch"]);
+        assert_eq!(
+            a["val_auroc_max"], b["val_auroc_max"],
+            "epoch {}",
+            a["epoch"]
+        );
+    }
+    let log = std::fs::read_to_string(dir.path().join("cut/train.log")).unwrap();
+    assert!(log.contains("resumed after epoch"), "{log}");
+    // An existing run is not replaced without --force.
+    tonno(dir.path(), &[&args[..], &["--out", "full"]].concat()).fails_with(&[
+        "already exists",
+        "--resume",
+        "--force",
+    ]);
+}
+
+#[test]
+fn segment_writes_every_method_on_the_inputs_grid_and_reports_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    tonno(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "d",
+            "--config",
+            "train.toml",
+            "--out",
+            "run",
+        ],
+    )
+    .ok();
+    // A folder of inputs with one corrupt file among good ones.
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir.path().join("d/imagesTs"))
+        .unwrap()
+        .take(2)
+    {
+        let p = e.unwrap().path();
+        names.push(tonno_core_case(&p));
+        std::fs::copy(&p, inputs.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(inputs.join("broken.nii.gz"), b"\x1f\x8bnot really gzip").unwrap();
+    let r = tonno(
+        dir.path(),
+        &[
+            "segment",
+            "--model",
+            "run",
+            "--input",
+            "in",
+            "--out",
+            "seg",
+            "--method",
+            "all",
+            "--directions",
+            "12",
+            "--slices",
+            "16",
+            "--threshold",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        r.out.status.code(),
+        Some(1),
+        "a bad file makes the exit non-zero\n{}",
+        r.stderr()
+    );
+    assert!(r.stderr().contains("broken.nii.gz"), "{}", r.stderr());
+    let summary: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    assert_eq!(summary["failures"], 1);
+    for case in &names {
+        let input = dir.path().join("d/imagesTs").join(format!("{case}.nii.gz"));
+        let want = tonno(dir.path(), &["info", input.to_str().unwrap(), "--json"]).json();
+        for m in [
+            "tonno",
+            "gradcam2d",
+            "layercam2d",
+            "averaged-gradcam",
+            "averaged-layercam",
+            "tomographic-gradcam",
+            "tomographic-layercam",
+        ] {
+            let heat = dir.path().join(format!("seg/{case}_{m}.nii.gz"));
+            let got = tonno(dir.path(), &["info", heat.to_str().unwrap(), "--json"]).json();
+            assert_eq!(got["shape"], want["shape"], "{m}");
+            assert_eq!(got["affine"], want["affine"], "{m}");
+            assert_eq!(got["datatype"], "f32");
+            let mask = dir.path().join(format!("seg/{case}_{m}_mask.nii.gz"));
+            assert_eq!(
+                tonno(dir.path(), &["info", mask.to_str().unwrap(), "--json"]).json()["datatype"],
+                "u8"
+            );
+        }
+    }
+    // Existing outputs are not replaced without --force.
+    let one = dir
+        .path()
+        .join("d/imagesTs")
+        .join(format!("{}.nii.gz", names[0]));
+    tonno(
+        dir.path(),
+        &[
+            "segment",
+            "--model",
+            "run",
+            "--input",
+            one.to_str().unwrap(),
+            "--out",
+            "seg",
+            "--directions",
+            "4",
+            "--slices",
+            "8",
+        ],
+    )
+    .fails_with(&["already exists"]);
+}
+
+fn tonno_core_case(p: &Path) -> String {
+    let n = p.file_name().unwrap().to_string_lossy().into_owned();
+    n.trim_end_matches(".nii.gz").to_string()
+}
+
+#[test]
+fn segment_with_the_sum_encoder_reconstructs_the_input_like_radon() {
+    let dir = tempfile::tempdir().unwrap();
+    tonno(
+        dir.path(),
+        &["synth", "--out", "d", "--cases", "2", "--size", "20"],
+    )
+    .ok();
+    let input = std::fs::read_dir(dir.path().join("d/imagesTr"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let input = input.to_str().unwrap();
+    tonno(
+        dir.path(),
+        &[
+            "segment",
+            "--encoder",
+            "sum",
+            "--input",
+            input,
+            "--out",
+            "seg",
+            "--directions",
+            "32",
+            "--slices",
+            "40",
+        ],
+    )
+    .ok();
+    tonno(
+        dir.path(),
+        &[
+            "radon",
+            "--input",
+            input,
+            "--out",
+            "radon.nii.gz",
+            "--directions",
+            "32",
+            "--slices",
+            "40",
+        ],
+    )
+    .ok();
+    let case = tonno_core_case(Path::new(input));
+    let a = tonno_core::io::read_image(&dir.path().join(format!("seg/{case}_tonno.nii.gz")))
+        .unwrap()
+        .volume;
+    let b = tonno_core::io::read_image(&dir.path().join("radon.nii.gz"))
+        .unwrap()
+        .volume;
+    let scale = b.data().iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    for (x, y) in a.data().iter().zip(b.data()) {
+        assert!((x - y).abs() < 1e-4 * scale, "{x} vs {y}");
+    }
+    tonno(
+        dir.path(),
+        &[
+            "segment",
+            "--encoder",
+            "sum",
+            "--input",
+            input,
+            "--out",
+            "seg2",
+            "--method",
+            "gradcam2d",
+        ],
+    )
+    .fails_with(&["needs a trained network"]);
+}

@@ -1,0 +1,275 @@
+//! Intensity normalisation of a volume before slicing, and the foreground
+//! (the body, not the air around it) that training and the reconstruction
+//! ball can be fitted to.
+//!
+//! MRI intensities have no absolute scale, so the default is a z-score over
+//! the foreground of each channel; CT has Hounsfield units, so a fixed window
+//! suits it better.
+
+use serde::{Deserialize, Serialize};
+
+use crate::affine::{Vec3, norm, sub};
+use crate::error::{Error, Result};
+use crate::geometry::Ball;
+use crate::volume::Volume;
+
+/// How intensities are mapped before slicing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Normalization {
+    /// Per channel: subtract the foreground's mean and divide by its standard deviation.
+    #[default]
+    ZscoreForeground,
+    /// Per channel: z-score over all voxels.
+    Zscore,
+    /// CT window `center +- width / 2` (HU) mapped to `[-1, 1]`, clipped.
+    CtWindow { center: f32, width: f32 },
+    /// Leave intensities as they are.
+    None,
+}
+
+/// The `q`-quantile (0..=1) of `values` (copies and partially sorts).
+pub fn quantile(values: &[f32], q: f64) -> f32 {
+    if values.is_empty() {
+        return f32::NAN;
+    }
+    let mut v = values.to_vec();
+    let idx = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    let (_, x, _) = v.select_nth_unstable_by(idx, |a, b| a.total_cmp(b));
+    *x
+}
+
+/// Foreground of channel `c`: voxels above Otsu's threshold (the split of
+/// the intensity histogram that best separates two classes), which parts
+/// tissue from air in MRI and CT alike, whatever the scanner's offset.
+pub fn foreground_mask(volume: &Volume, c: usize) -> Vec<bool> {
+    let data = volume.channel(c);
+    let threshold = otsu_threshold(data);
+    data.iter().map(|&v| v > threshold).collect()
+}
+
+/// Otsu's threshold over a 256-bin histogram between the 0.5th and 99.5th
+/// percentiles.
+pub fn otsu_threshold(data: &[f32]) -> f32 {
+    const BINS: usize = 256;
+    let lo = quantile(data, 0.005);
+    let hi = quantile(data, 0.995);
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+        return lo;
+    }
+    let width = (hi - lo) / BINS as f32;
+    let mut hist = [0u64; BINS];
+    for &v in data {
+        let b = (((v - lo) / width) as isize).clamp(0, BINS as isize - 1) as usize;
+        hist[b] += 1;
+    }
+    let total: u64 = hist.iter().sum();
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &h)| i as f64 * h as f64)
+        .sum();
+    let (mut w0, mut sum0) = (0u64, 0.0f64);
+    let (mut best, mut best_var) = (0usize, -1.0f64);
+    for (i, &h) in hist.iter().enumerate() {
+        w0 += h;
+        sum0 += i as f64 * h as f64;
+        let w1 = total - w0;
+        if w0 == 0 || w1 == 0 {
+            continue;
+        }
+        let m0 = sum0 / w0 as f64;
+        let m1 = (sum_all - sum0) / w1 as f64;
+        let between = w0 as f64 * w1 as f64 * (m0 - m1) * (m0 - m1);
+        if between > best_var {
+            best_var = between;
+            best = i;
+        }
+    }
+    lo + (best as f32 + 1.0) * width
+}
+
+/// The foreground of all channels together (any channel above its threshold).
+pub fn foreground(volume: &Volume) -> Vec<bool> {
+    let mut mask = foreground_mask(volume, 0);
+    for c in 1..volume.channels() {
+        for (m, f) in mask.iter_mut().zip(foreground_mask(volume, c)) {
+            *m |= f;
+        }
+    }
+    mask
+}
+
+/// The smallest ball centred on the foreground's centroid that holds 99.5% of
+/// its voxels (robust to a few stray bright voxels), plus half a voxel
+/// diagonal. Falls back to [`Ball::covering`] when there is no foreground.
+pub fn foreground_ball(volume: &Volume, mask: &[bool]) -> Ball {
+    let [nx, ny, _] = volume.shape();
+    let points: Vec<Vec3> = mask
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m)
+        .map(|(idx, _)| {
+            let (i, j, k) = (idx % nx, (idx / nx) % ny, idx / (nx * ny));
+            volume.voxel_to_world([i as f64, j as f64, k as f64])
+        })
+        .collect();
+    if points.is_empty() {
+        return Ball::covering(volume);
+    }
+    let n = points.len() as f64;
+    let c = [0, 1, 2].map(|a| points.iter().map(|p| p[a]).sum::<f64>() / n);
+    let dists: Vec<f32> = points.iter().map(|p| norm(sub(*p, c)) as f32).collect();
+    let s = volume.spacing_mm();
+    let half_voxel = (s[0] * s[0] + s[1] * s[1] + s[2] * s[2]).sqrt() / 2.0;
+    Ball {
+        center_mm: c,
+        radius_mm: quantile(&dists, 0.995) as f64 + half_voxel,
+    }
+}
+
+/// Returns the volume with normalised intensities (same grid). Errors when
+/// a z-score is asked of a constant channel.
+pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
+    let mut out = volume.clone();
+    let n = volume.voxels();
+    for c in 0..volume.channels() {
+        let data = &mut out.data_mut()[c * n..(c + 1) * n];
+        let (shift, scale) = match how {
+            Normalization::None => continue,
+            Normalization::CtWindow { center, width } => {
+                if width.is_nan() || width <= 0.0 {
+                    return Err(Error::invalid("CT window width", format!("{width}")));
+                }
+                for v in data.iter_mut() {
+                    *v = ((*v - center) / (width / 2.0)).clamp(-1.0, 1.0);
+                }
+                continue;
+            }
+            Normalization::Zscore => mean_std(volume.channel(c).iter().copied()),
+            Normalization::ZscoreForeground => {
+                let mask = foreground_mask(volume, c);
+                let (m, s) = mean_std(
+                    volume
+                        .channel(c)
+                        .iter()
+                        .zip(&mask)
+                        .filter(|(_, f)| **f)
+                        .map(|(v, _)| *v),
+                );
+                if s.is_finite() && s > 0.0 {
+                    (m, s)
+                } else {
+                    mean_std(volume.channel(c).iter().copied())
+                }
+            }
+        };
+        if scale.is_nan() || scale <= 0.0 {
+            return Err(Error::invalid(
+                "normalisation",
+                format!("channel {c} is constant ({shift}); a z-score needs contrast"),
+            ));
+        }
+        for v in data.iter_mut() {
+            *v = (*v - shift) / scale;
+        }
+    }
+    Ok(out)
+}
+
+fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f32, f32) {
+    let (mut n, mut s, mut s2) = (0usize, 0.0f64, 0.0f64);
+    for v in values {
+        n += 1;
+        s += v as f64;
+        s2 += (v as f64) * (v as f64);
+    }
+    if n == 0 {
+        return (0.0, f32::NAN);
+    }
+    let m = s / n as f64;
+    let var = (s2 / n as f64 - m * m).max(0.0);
+    (m as f32, var.sqrt() as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affine::Affine;
+
+    fn head() -> Volume {
+        // A bright ball of radius 6 voxels in dark noise-free air.
+        Volume::from_fn(
+            [20, 20, 20],
+            Affine::from_diagonal([2.0; 3], [0.0; 3]),
+            |i, j, k| {
+                let d = ((i as f32 - 9.5).powi(2)
+                    + (j as f32 - 9.5).powi(2)
+                    + (k as f32 - 9.5).powi(2))
+                .sqrt();
+                if d < 6.0 {
+                    100.0 + (i % 3) as f32 * 10.0
+                } else {
+                    1.0
+                }
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn foreground_is_the_bright_ball_and_its_ball_fits_it() {
+        let v = head();
+        let mask = foreground(&v);
+        let count = mask.iter().filter(|m| **m).count();
+        let want = (0..8000).filter(|&idx| {
+            let (i, j, k) = (idx % 20, (idx / 20) % 20, idx / 400);
+            ((i as f32 - 9.5).powi(2) + (j as f32 - 9.5).powi(2) + (k as f32 - 9.5).powi(2)).sqrt()
+                < 6.0
+        });
+        assert_eq!(count, want.count());
+        let b = foreground_ball(&v, &mask);
+        assert!(norm(sub(b.center_mm, [19.0, 19.0, 19.0])) < 0.5, "{b:?}");
+        // 6 voxels of 2 mm, plus half a voxel diagonal (1.7 mm).
+        assert!(b.radius_mm > 10.0 && b.radius_mm < 14.0, "{b:?}");
+    }
+
+    #[test]
+    fn zscore_over_the_foreground_centres_the_tissue() {
+        let v = normalize(&head(), Normalization::ZscoreForeground).unwrap();
+        let mask = foreground(&head());
+        let fg: Vec<f32> = v
+            .data()
+            .iter()
+            .zip(&mask)
+            .filter(|(_, m)| **m)
+            .map(|(x, _)| *x)
+            .collect();
+        let (m, s) = mean_std(fg.iter().copied());
+        assert!(m.abs() < 1e-4 && (s - 1.0).abs() < 1e-4, "{m} {s}");
+    }
+
+    #[test]
+    fn ct_window_clips_to_minus_one_one() {
+        let v = Volume::from_fn([4, 1, 1], Affine::identity(), |i, _, _| {
+            [-1000.0, 0.0, 40.0, 3000.0][i]
+        })
+        .unwrap();
+        let w = normalize(
+            &v,
+            Normalization::CtWindow {
+                center: 40.0,
+                width: 400.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(w.data(), &[-1.0, -0.2, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn constant_volume_cannot_be_z_scored() {
+        let v = Volume::filled([4, 4, 4], Affine::identity(), 3.0).unwrap();
+        assert!(normalize(&v, Normalization::Zscore).is_err());
+        assert!(normalize(&v, Normalization::None).is_ok());
+    }
+}

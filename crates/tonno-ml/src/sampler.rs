@@ -1,0 +1,434 @@
+//! Training slices (METHOD.md section 4): a random direction on the sphere,
+//! a random in-plane rotation and a random offset inside the ball, `P x P`
+//! pixels covering the ball's diameter, labelled with their volume's label,
+//! with intensity augmentation. Batches are balanced between labels and
+//! drawn from `Rng::fork(seed, step)`, so a step's batch is the same
+//! whatever the thread count and whether the run was resumed.
+//!
+//! Slice tensors are laid out `(N, C, P, P)`, rows along the frame's `v`,
+//! columns along `u` (as [`tonno_core::geometry::sample_plane`] writes them).
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tonno_core::geometry::{Ball, Frame, Plane, TomoGeometry, sample_plane};
+use tonno_core::normalize::{Normalization, foreground, foreground_ball, normalize, quantile};
+use tonno_core::rng::Rng;
+use tonno_core::volume::Volume;
+
+use crate::error::{Error, Result};
+
+/// Which ball the slices cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BallFit {
+    /// Fitted to the foreground (the head or body): slices cut tissue, not
+    /// air, and pixels are spent on it (METHOD.md's measured pitfall).
+    #[default]
+    Foreground,
+    /// The whole field of view (centre and half diagonal).
+    Covering,
+}
+
+/// Intensity augmentation, applied per slice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Augment {
+    pub enabled: bool,
+    /// Multiplicative gain drawn from `[1 - scale, 1 + scale]`.
+    pub scale: f32,
+    /// Additive shift drawn from `[-shift, shift]` (normalised units).
+    pub shift: f32,
+    /// Gamma `exp(U[-gamma, gamma])` on the slice rescaled to `[0, 1]`.
+    pub gamma: f32,
+    /// Gaussian noise with a standard deviation drawn from `[0, noise]`.
+    pub noise: f32,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scale: 0.1,
+            shift: 0.1,
+            gamma: 0.2,
+            noise: 0.05,
+        }
+    }
+}
+
+/// How volumes become slices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingConfig {
+    /// Pixels per slice side (`P`).
+    pub slice_size: usize,
+    pub ball: BallFit,
+    pub normalization: Normalization,
+    pub augment: Augment,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            slice_size: 64,
+            ball: BallFit::Foreground,
+            normalization: Normalization::ZscoreForeground,
+            augment: Augment::default(),
+        }
+    }
+}
+
+/// A volume ready for slicing: normalised, with its ball and the value
+/// that stands for "outside the volume".
+#[derive(Debug, Clone)]
+pub struct PreparedVolume {
+    pub name: String,
+    pub volume: Volume,
+    pub ball: Ball,
+    pub background: f32,
+    pub label: Option<bool>,
+}
+
+impl PreparedVolume {
+    /// Normalises `volume` and fits its ball as `config` says.
+    pub fn new(
+        name: &str,
+        volume: &Volume,
+        label: Option<bool>,
+        config: &SamplingConfig,
+    ) -> Result<Self> {
+        let ball = match config.ball {
+            BallFit::Covering => Ball::covering(volume),
+            BallFit::Foreground => foreground_ball(volume, &foreground(volume)),
+        };
+        let volume = normalize(volume, config.normalization)?;
+        // Air: the darkest percentile of the normalised volume.
+        let background = quantile(volume.channel(0), 0.01);
+        Ok(Self {
+            name: name.to_string(),
+            volume,
+            ball,
+            background,
+            label,
+        })
+    }
+
+    /// Samples `plane` of every channel into `out` (`C * P * P` values).
+    pub fn sample(&self, plane: &Plane, out: &mut [f32]) {
+        let pp = plane.pixels * plane.pixels;
+        for (c, chunk) in out.chunks_exact_mut(pp).enumerate() {
+            sample_plane(&self.volume, c, plane, self.background, chunk);
+        }
+    }
+
+    /// The geometry of this volume's inference slices: `K` Fibonacci
+    /// directions, `S` offsets, `P` pixels over its ball.
+    pub fn geometry(
+        &self,
+        directions: usize,
+        slices: usize,
+        pixels: usize,
+    ) -> Result<TomoGeometry> {
+        Ok(TomoGeometry::fibonacci(
+            self.ball, directions, slices, pixels, 0.0,
+        )?)
+    }
+}
+
+/// A batch of slices `(N, C, P, P)` and their labels `(N)`.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub slices: Vec<f32>,
+    pub labels: Vec<f32>,
+    pub n: usize,
+    pub channels: usize,
+    pub pixels: usize,
+}
+
+/// Draws balanced, augmented random slices from labelled volumes.
+#[derive(Debug)]
+pub struct SliceSampler {
+    volumes: Vec<PreparedVolume>,
+    positives: Vec<usize>,
+    negatives: Vec<usize>,
+    config: SamplingConfig,
+    channels: usize,
+}
+
+impl SliceSampler {
+    /// Needs at least one volume of each label and one channel count for all.
+    pub fn new(volumes: Vec<PreparedVolume>, config: SamplingConfig) -> Result<Self> {
+        let positives: Vec<usize> = (0..volumes.len())
+            .filter(|&i| volumes[i].label == Some(true))
+            .collect();
+        let negatives: Vec<usize> = (0..volumes.len())
+            .filter(|&i| volumes[i].label == Some(false))
+            .collect();
+        if positives.is_empty() || negatives.is_empty() {
+            return Err(Error::invalid(
+                "training volumes",
+                format!(
+                    "{} positive and {} negative: both labels are needed",
+                    positives.len(),
+                    negatives.len()
+                ),
+            ));
+        }
+        let channels = volumes[0].volume.channels();
+        if let Some(v) = volumes.iter().find(|v| v.volume.channels() != channels) {
+            return Err(Error::invalid(
+                "training volumes",
+                format!(
+                    "{} has {} channel(s), {} has {channels}",
+                    v.name,
+                    v.volume.channels(),
+                    volumes[0].name
+                ),
+            ));
+        }
+        Ok(Self {
+            volumes,
+            positives,
+            negatives,
+            config,
+            channels,
+        })
+    }
+
+    /// Channels per slice.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// One random slice of volume `v` into `out`, augmented.
+    pub fn random_slice(&self, v: usize, rng: &mut Rng, out: &mut [f32]) {
+        let vol = &self.volumes[v];
+        let p = self.config.slice_size;
+        let frame = Frame::from_normal(
+            rng.unit_vector(),
+            rng.range(0.0, 2.0 * std::f64::consts::PI),
+        );
+        let rho = vol.ball.radius_mm;
+        let t = rng.range(-rho, rho);
+        let plane = Plane::centered(vol.ball.center_mm, &frame, t, rho, p);
+        vol.sample(&plane, out);
+        if self.config.augment.enabled {
+            augment(out, &self.config.augment, rng);
+        }
+    }
+
+    /// Batch number `step` of `bags` bags of `per_bag` parallel slices each
+    /// (multiple-instance training): a bag is one volume cut along one random
+    /// direction at `per_bag` evenly spaced offsets across its ball (jittered
+    /// together), so that a positive bag almost surely holds the lesion.
+    /// Bags alternate positive and negative; slices are laid out bag after bag.
+    pub fn bags(&self, seed: u64, step: u64, bags: usize, per_bag: usize) -> Batch {
+        let (c, p) = (self.channels, self.config.slice_size);
+        let per = c * p * p;
+        let mut slices = vec![0.0f32; bags * per_bag * per];
+        let labels: Vec<f32> = (0..bags).map(|i| (i % 2 == 0) as u8 as f32).collect();
+        let base = Rng::fork(seed, step).next_u64();
+        slices
+            .par_chunks_mut(per_bag * per)
+            .enumerate()
+            .for_each(|(i, bag)| {
+                let mut rng = Rng::fork(base, i as u64);
+                let pool = if i % 2 == 0 {
+                    &self.positives
+                } else {
+                    &self.negatives
+                };
+                let vol = &self.volumes[pool[rng.below(pool.len())]];
+                let frame = Frame::from_normal(
+                    rng.unit_vector(),
+                    rng.range(0.0, 2.0 * std::f64::consts::PI),
+                );
+                let rho = vol.ball.radius_mm;
+                let spacing = 2.0 * rho / per_bag as f64;
+                let jitter = rng.range(0.0, spacing);
+                let aug_seed = rng.next_u64();
+                for (j, out) in bag.chunks_exact_mut(per).enumerate() {
+                    let t = -rho + jitter + j as f64 * spacing;
+                    let plane = Plane::centered(vol.ball.center_mm, &frame, t, rho, p);
+                    vol.sample(&plane, out);
+                    if self.config.augment.enabled {
+                        augment(
+                            out,
+                            &self.config.augment,
+                            &mut Rng::fork(aug_seed, j as u64),
+                        );
+                    }
+                }
+            });
+        Batch {
+            slices,
+            labels,
+            n: bags * per_bag,
+            channels: c,
+            pixels: p,
+        }
+    }
+
+    /// Batch number `step` of a run seeded with `seed`: `n` slices, half
+    /// from positive volumes and half from negative ones, interleaved.
+    pub fn batch(&self, seed: u64, step: u64, n: usize) -> Batch {
+        let (c, p) = (self.channels, self.config.slice_size);
+        let per = c * p * p;
+        let mut slices = vec![0.0f32; n * per];
+        let labels: Vec<f32> = (0..n).map(|i| (i % 2 == 0) as u8 as f32).collect();
+        let base = Rng::fork(seed, step).next_u64();
+        slices.par_chunks_mut(per).enumerate().for_each(|(i, out)| {
+            let mut rng = Rng::fork(base, i as u64);
+            let pool = if i % 2 == 0 {
+                &self.positives
+            } else {
+                &self.negatives
+            };
+            let v = pool[rng.below(pool.len())];
+            self.random_slice(v, &mut rng, out);
+        });
+        Batch {
+            slices,
+            labels,
+            n,
+            channels: c,
+            pixels: p,
+        }
+    }
+}
+
+/// Intensity augmentation of one slice (all channels alike).
+pub fn augment(x: &mut [f32], a: &Augment, rng: &mut Rng) {
+    let gain = rng.range(1.0 - a.scale as f64, 1.0 + a.scale as f64) as f32;
+    let shift = rng.range(-a.shift as f64, a.shift as f64) as f32;
+    let gamma = rng.range(-a.gamma as f64, a.gamma as f64).exp() as f32;
+    let sigma = rng.range(0.0, a.noise as f64) as f32;
+    let (lo, hi) = x
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    let range = hi - lo;
+    for v in x.iter_mut() {
+        let mut y = *v;
+        if range > 0.0 && gamma != 1.0 {
+            y = lo + range * ((y - lo) / range).powf(gamma);
+        }
+        y = y * gain + shift;
+        if sigma > 0.0 {
+            y += sigma * rng.normal() as f32;
+        }
+        *v = y;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonno_core::synth::{SynthConfig, generate_case};
+
+    fn volumes() -> Vec<PreparedVolume> {
+        let cfg = SynthConfig {
+            size: 24,
+            ..SynthConfig::default()
+        };
+        (0..4)
+            .map(|i| {
+                let c = generate_case(&cfg, i, i % 2 == 0, false).unwrap();
+                PreparedVolume::new(
+                    &c.name,
+                    &c.image,
+                    Some(c.label()),
+                    &SamplingConfig::default(),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_balanced_reproducible_and_differ_between_steps() {
+        let s = SliceSampler::new(
+            volumes(),
+            SamplingConfig {
+                slice_size: 16,
+                ..SamplingConfig::default()
+            },
+        )
+        .unwrap();
+        let a = s.batch(5, 10, 8);
+        let b = s.batch(5, 10, 8);
+        let c = s.batch(5, 11, 8);
+        assert_eq!(a.slices, b.slices);
+        assert_ne!(a.slices, c.slices);
+        assert_eq!(a.labels.iter().sum::<f32>(), 4.0);
+        assert_eq!(a.slices.len(), 8 * 16 * 16);
+        assert!(a.slices.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn one_class_and_mixed_channels_are_refused() {
+        let mut v = volumes();
+        v.retain(|x| x.label == Some(true));
+        let e = SliceSampler::new(v, SamplingConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("both labels"), "{e}");
+        let mut v = volumes();
+        let two = Volume::new(
+            [v[1].volume.data(), v[1].volume.data()].concat(),
+            v[1].volume.shape(),
+            2,
+            *v[1].volume.world_from_voxel(),
+        )
+        .unwrap();
+        v[1].volume = two;
+        let e = SliceSampler::new(v, SamplingConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("channel"), "{e}");
+    }
+
+    #[test]
+    fn foreground_ball_slices_are_mostly_tissue() {
+        // With the ball fitted to the head, a central slice is mostly head;
+        // with the covering ball, air takes a larger share.
+        let cfg = SynthConfig {
+            size: 32,
+            ..SynthConfig::default()
+        };
+        let case = generate_case(&cfg, 0, false, false).unwrap();
+        let tissue_share = |fit: BallFit| {
+            let sc = SamplingConfig {
+                ball: fit,
+                slice_size: 32,
+                ..SamplingConfig::default()
+            };
+            let v = PreparedVolume::new("x", &case.image, None, &sc).unwrap();
+            let frame = Frame::from_normal([0.0, 0.0, 1.0], 0.0);
+            let plane = Plane::centered(v.ball.center_mm, &frame, 0.0, v.ball.radius_mm, 32);
+            let mut out = vec![0.0; 32 * 32];
+            v.sample(&plane, &mut out);
+            out.iter().filter(|&&x| x > v.background + 0.5).count() as f64 / out.len() as f64
+        };
+        let (fg, cov) = (
+            tissue_share(BallFit::Foreground),
+            tissue_share(BallFit::Covering),
+        );
+        assert!(
+            fg > cov + 0.1 && fg > 0.5,
+            "tissue share: foreground ball {fg}, covering ball {cov}"
+        );
+    }
+
+    #[test]
+    fn augmentation_keeps_order_and_finiteness() {
+        let mut rng = Rng::new(1);
+        let mut x: Vec<f32> = (0..100).map(|i| i as f32 / 10.0).collect();
+        augment(
+            &mut x,
+            &Augment {
+                noise: 0.0,
+                ..Augment::default()
+            },
+            &mut rng,
+        );
+        assert!(x.windows(2).all(|w| w[1] > w[0]), "monotone without noise");
+    }
+}

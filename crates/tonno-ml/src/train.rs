@@ -1,0 +1,782 @@
+//! Training a 2D slice encoder from volume-level labels (METHOD.md section
+//! 4): balanced random slices labelled with their volume's label, BCE with
+//! logits, AdamW with warm-up and cosine decay, validation by volume-level
+//! AUROC over a fixed slice set, a checkpoint every epoch, resume, best-model
+//! selection and early stopping.
+//!
+//! Slice sampling runs on its own thread, a few batches ahead of the
+//! optimiser, so that it is never the bottleneck (see `sampler_wait_s` in
+//! `metrics.json`).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::BinaryCrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tonno_core::io::dataset::{Case, Dataset, LabelSource, Split};
+use tonno_core::io::read_image;
+use tonno_core::metrics::auroc;
+use tonno_core::rng::Rng;
+
+use crate::device::DeviceChoice;
+use crate::encoder::{Encoder, EncoderConfig, EncoderKind};
+use crate::error::{Error, Result};
+use crate::infer;
+use crate::run::{CheckpointState, DataRecord, RunConfig, RunDir, load_weights, save_weights};
+use crate::sampler::{PreparedVolume, SamplingConfig, SliceSampler};
+
+/// How a volume's slice logits become one score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// The largest slice logit: sensitive to a lesion seen in a few slices.
+    #[default]
+    Max,
+    /// The mean slice logit.
+    Mean,
+}
+
+/// What the volume label is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Objective {
+    /// Every random slice gets its volume's label (the paper's training).
+    Slices,
+    /// Multiple-instance learning: the label applies to a pooled logit over
+    /// a bag of `bag` parallel slices spanning the volume, so slices that miss
+    /// the lesion are not forced positive (METHOD.md section 4, "beyond the
+    /// paper"). Pooling is log-sum-exp with sharpness `r` (`r -> inf`: max).
+    Mil { bag: usize, r: f32 },
+}
+
+impl Default for Objective {
+    fn default() -> Self {
+        Self::Mil { bag: 16, r: 4.0 }
+    }
+}
+
+/// Hyperparameters of a training run (`--config FILE.toml` sets any of
+/// them; command-line flags override).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub encoder: EncoderKind,
+    /// First width of the small CNN.
+    pub cnn_width: usize,
+    /// Global pooling of the encoder's last feature maps.
+    pub pooling: crate::encoder::Pooling,
+    /// torchvision/timm ResNet weights (`.pt`, `.pth`, `.safetensors`) to start from.
+    pub pretrained: Option<PathBuf>,
+    pub sampling: SamplingConfig,
+    pub objective: Objective,
+    /// Slices per optimiser step (for MIL, bags x bag size).
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    /// Stop (after a validation and a checkpoint) once this many minutes have passed.
+    pub max_minutes: Option<f64>,
+    pub seed: u64,
+    /// Fraction of the labelled training cases held out for validation (stratified).
+    pub val_fraction: f64,
+    /// Validation slices per volume: directions x offsets.
+    pub val_directions: usize,
+    pub val_slices: usize,
+    /// Stop after this many epochs without a better validation score.
+    pub patience: usize,
+    /// The validation AUROC that selects the best model.
+    pub selection: Aggregate,
+    pub device: DeviceChoice,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            encoder: EncoderKind::Cnn,
+            cnn_width: 16,
+            pooling: crate::encoder::Pooling::Max,
+            pretrained: None,
+            sampling: SamplingConfig::default(),
+            objective: Objective::default(),
+            batch_size: 64,
+            epochs: 30,
+            steps_per_epoch: 50,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            warmup_steps: 50,
+            max_minutes: None,
+            seed: 0,
+            val_fraction: 0.25,
+            val_directions: 12,
+            val_slices: 12,
+            patience: 10,
+            selection: Aggregate::Max,
+            device: DeviceChoice::Cpu,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("batch_size", self.batch_size),
+            ("epochs", self.epochs),
+            ("steps_per_epoch", self.steps_per_epoch),
+            ("val_directions", self.val_directions),
+            ("val_slices", self.val_slices),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::invalid(name, "must be positive"));
+            }
+        }
+        if self.batch_size < 2 {
+            return Err(Error::invalid(
+                "batch_size",
+                "at least 2, one slice of each label",
+            ));
+        }
+        if let Objective::Mil { bag, r } = self.objective {
+            if bag == 0 || self.batch_size < 2 * bag || !self.batch_size.is_multiple_of(bag) {
+                return Err(Error::invalid(
+                    "batch_size",
+                    format!(
+                        "{} must be a multiple of twice the MIL bag size {bag} (a bag of each label)",
+                        self.batch_size
+                    ),
+                ));
+            }
+            if !(r > 0.0 && r.is_finite()) {
+                return Err(Error::invalid("MIL pooling sharpness r", format!("{r}")));
+            }
+        }
+        if self.sampling.slice_size < 16 {
+            return Err(Error::invalid(
+                "slice size",
+                format!("{}; use at least 16 pixels", self.sampling.slice_size),
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::invalid("lr", format!("{}", self.lr)));
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return Err(Error::invalid(
+                "val_fraction",
+                format!("{} (must be in (0, 1))", self.val_fraction),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step`: linear warm-up, then cosine decay to 5%.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let total = (self.epochs * self.steps_per_epoch) as f64;
+        let s = step as f64;
+        let w = self.warmup_steps as f64;
+        if s < w {
+            return self.lr * (s + 1.0) / w;
+        }
+        let progress = ((s - w) / (total - w).max(1.0)).clamp(0.0, 1.0);
+        self.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+    }
+}
+
+/// Where the training data is.
+#[derive(Debug, Clone)]
+pub struct DataSpec {
+    pub root: PathBuf,
+    pub labels: LabelSource,
+}
+
+/// How to treat an existing run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// The folder must not exist or be empty.
+    New,
+    /// Replace the files of an earlier run in the folder.
+    Force,
+    /// Continue from the folder's last checkpoint (its config wins).
+    Resume,
+}
+
+/// One epoch's figures (an entry of `metrics.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_slices_per_s: f64,
+    /// Seconds the optimiser waited for the sampler this epoch.
+    pub sampler_wait_s: f64,
+    pub val_auroc_max: Option<f64>,
+    pub val_auroc_mean: Option<f64>,
+    pub val_score: f64,
+    pub best: bool,
+    pub seconds: f64,
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub run: PathBuf,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_score: f64,
+    pub stopped: &'static str,
+    pub resumed_from_epoch: Option<usize>,
+    pub seconds: f64,
+}
+
+/// Progress reports for a front end.
+pub trait TrainObserver: Sync {
+    /// Once the data are loaded: total steps of the run and steps already done.
+    fn start(&self, _total_steps: u64, _done_steps: u64) {}
+    fn step(&self, _step: u64, _loss: f64, _slices_per_s: f64) {}
+    fn epoch(&self, _m: &EpochMetrics) {}
+    fn message(&self, _text: &str) {}
+}
+
+/// An observer that says nothing.
+#[derive(Debug, Default)]
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// Loaded, split and prepared data.
+struct Prepared {
+    train: Vec<PreparedVolume>,
+    val: Vec<PreparedVolume>,
+    record: DataRecord,
+    channels: usize,
+}
+
+fn labels_name(l: &LabelSource) -> String {
+    match l {
+        LabelSource::Default => "labels.csv".into(),
+        LabelSource::Csv(p) => p.display().to_string(),
+        LabelSource::Masks => "masks".into(),
+    }
+}
+
+/// Stratified split of labelled training cases, seeded.
+fn split_cases<'a>(
+    cases: &[&'a Case],
+    val_fraction: f64,
+    seed: u64,
+) -> (Vec<&'a Case>, Vec<&'a Case>) {
+    let mut rng = Rng::fork(seed, 0x5eed_5911);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for label in [true, false] {
+        let mut group: Vec<&Case> = cases
+            .iter()
+            .copied()
+            .filter(|c| c.label == Some(label))
+            .collect();
+        rng.shuffle(&mut group);
+        let n_val =
+            ((group.len() as f64 * val_fraction).round() as usize).clamp(1, group.len() - 1);
+        val.extend(group.drain(..n_val));
+        train.extend(group);
+    }
+    train.sort_by(|a, b| a.name.cmp(&b.name));
+    val.sort_by(|a, b| a.name.cmp(&b.name));
+    (train, val)
+}
+
+fn prepare(
+    data: &DataSpec,
+    config: &TrainConfig,
+    fixed: Option<&DataRecord>,
+    observer: &dyn TrainObserver,
+) -> Result<Prepared> {
+    let ds = Dataset::open(&data.root, &data.labels)?;
+    let labelled: Vec<&Case> = ds
+        .split(Split::Train)
+        .filter(|c| c.label.is_some())
+        .collect();
+    let n_pos = labelled.iter().filter(|c| c.label == Some(true)).count();
+    let n_neg = labelled.len() - n_pos;
+    if n_pos < 2 || n_neg < 2 {
+        return Err(Error::Data {
+            path: data.root.clone(),
+            reason: format!(
+                "{n_pos} positive and {n_neg} negative labelled training cases; training needs at least 2 of each (one to train, one to validate){}",
+                if labelled.is_empty() {
+                    " (no labels: give --labels CSV or --labels-from-masks)"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
+    let (train, val): (Vec<&Case>, Vec<&Case>) = match fixed {
+        Some(rec) => {
+            let pick = |names: &[String]| -> Result<Vec<&Case>> {
+                names
+                    .iter()
+                    .map(|n| {
+                        labelled.iter().copied().find(|c| &c.name == n).ok_or_else(|| Error::Data {
+                            path: data.root.clone(),
+                            reason: format!("the run was trained with case {n:?}, which is no longer a labelled case here"),
+                        })
+                    })
+                    .collect()
+            };
+            (pick(&rec.train_cases)?, pick(&rec.val_cases)?)
+        }
+        None => split_cases(&labelled, config.val_fraction, config.seed),
+    };
+    observer.message(&format!(
+        "loading {} training and {} validation volumes from {}",
+        train.len(),
+        val.len(),
+        data.root.display()
+    ));
+    let load = |cases: &[&Case]| -> Result<Vec<PreparedVolume>> {
+        cases
+            .par_iter()
+            .map(|c| {
+                let img = read_image(&c.image)?;
+                PreparedVolume::new(&c.name, &img.volume, c.label, &config.sampling).map_err(|e| {
+                    match e {
+                        Error::Invalid { name, reason } => Error::Data {
+                            path: c.image.clone(),
+                            reason: format!("{name}: {reason}"),
+                        },
+                        other => other,
+                    }
+                })
+            })
+            .collect()
+    };
+    let train_v = load(&train)?;
+    let val_v = load(&val)?;
+    let channels = train_v[0].volume.channels();
+    if let Some(v) = train_v
+        .iter()
+        .chain(&val_v)
+        .find(|v| v.volume.channels() != channels)
+    {
+        return Err(Error::Data {
+            path: data.root.clone(),
+            reason: format!(
+                "{} has {} channel(s) but {} has {channels}: every volume needs the same channels",
+                v.name,
+                v.volume.channels(),
+                train_v[0].name
+            ),
+        });
+    }
+    Ok(Prepared {
+        train: train_v,
+        val: val_v,
+        record: DataRecord {
+            root: data.root.clone(),
+            labels: labels_name(&data.labels),
+            train_cases: train.iter().map(|c| c.name.clone()).collect(),
+            val_cases: val.iter().map(|c| c.name.clone()).collect(),
+        },
+        channels,
+    })
+}
+
+/// The fixed validation slices of each volume, `(K * S, C, P, P)`.
+fn validation_slices(val: &[PreparedVolume], config: &TrainConfig) -> Result<Vec<Vec<f32>>> {
+    let p = config.sampling.slice_size;
+    val.par_iter()
+        .map(|v| {
+            let g = v.geometry(config.val_directions, config.val_slices, p)?;
+            let per = v.volume.channels() * p * p;
+            let mut out = vec![0.0f32; g.directions() * g.slices * per];
+            for k in 0..g.directions() {
+                for j in 0..g.slices {
+                    let at = (k * g.slices + j) * per;
+                    v.sample(&g.plane(k, j), &mut out[at..at + per]);
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// Volume-level AUROC of the max and mean slice logits.
+fn validate(
+    model: &Encoder,
+    device: &Device,
+    slices: &[Vec<f32>],
+    val: &[PreparedVolume],
+    channels: usize,
+    p: usize,
+) -> Result<(Option<f64>, Option<f64>)> {
+    let valid = model.valid();
+    let mut maxes = Vec::new();
+    let mut means = Vec::new();
+    for s in slices {
+        let l = infer::logits(&valid, device, s, channels, p, 256)?;
+        maxes.push(l.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64)));
+        means.push(l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64);
+    }
+    let labels: Vec<bool> = val.iter().map(|v| v.label == Some(true)).collect();
+    Ok((auroc(&maxes, &labels), auroc(&means, &labels)))
+}
+
+fn check_writable(run: &Path) -> Result<()> {
+    std::fs::create_dir_all(run).map_err(|source| Error::Write {
+        path: run.to_path_buf(),
+        source,
+    })?;
+    let probe = run.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|source| Error::Write {
+        path: run.to_path_buf(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Trains an encoder and writes the run folder. See the module docs.
+pub fn train(
+    data: &DataSpec,
+    run: &Path,
+    config: TrainConfig,
+    mode: RunMode,
+    observer: &dyn TrainObserver,
+) -> Result<TrainSummary> {
+    let dir = RunDir::new(run);
+    let exists_non_empty = run.is_dir()
+        && std::fs::read_dir(run)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+    let (config, fixed, resume_state) = match mode {
+        RunMode::Resume => {
+            let stored = dir.read_config().map_err(|e| Error::Run {
+                path: run.to_path_buf(),
+                reason: format!("cannot resume: {e}"),
+            })?;
+            let state: Option<CheckpointState> =
+                match std::fs::read_to_string(dir.checkpoint_state()) {
+                    Ok(t) => Some(serde_json::from_str(&t).map_err(|e| Error::Run {
+                        path: dir.checkpoint_state(),
+                        reason: format!("corrupt checkpoint state: {e}"),
+                    })?),
+                    Err(_) => None,
+                };
+            let mut train_cfg = stored.train.clone();
+            // A new time budget applies to this invocation.
+            train_cfg.max_minutes = config.max_minutes;
+            (train_cfg, Some(stored.data), state)
+        }
+        RunMode::Force => {
+            for p in dir.owned_paths() {
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(&p);
+                } else if p.exists() {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+            (config, None, None)
+        }
+        RunMode::New => {
+            if exists_non_empty || run.is_file() {
+                return Err(Error::Run {
+                    path: run.to_path_buf(),
+                    reason: "already exists; pass --resume to continue it or --force to replace it"
+                        .into(),
+                });
+            }
+            (config, None, None)
+        }
+    };
+    config.validate()?;
+    check_writable(run)?;
+    let started = Instant::now();
+    let prepared = prepare(data, &config, fixed.as_ref(), observer)?;
+    let encoder_cfg = EncoderConfig {
+        kind: config.encoder,
+        in_channels: prepared.channels,
+        classes: 1,
+        cnn_width: config.cnn_width,
+        pooling: config.pooling,
+    };
+    let run_config = RunConfig {
+        tonno_version: env!("CARGO_PKG_VERSION").to_string(),
+        encoder: encoder_cfg.clone(),
+        train: config.clone(),
+        data: prepared.record.clone(),
+    };
+    if resume_state.is_none() {
+        let text = toml::to_string_pretty(&run_config)
+            .map_err(|e| Error::invalid("config", e.to_string()))?;
+        dir.write_text(&dir.config(), &text)?;
+    }
+    let device = config.device.open()?;
+    let ad = device.clone().autodiff();
+    ad.seed(config.seed);
+    let mut model = match &config.pretrained {
+        Some(path) if resume_state.is_none() => {
+            crate::encoder::pretrained::load_torchvision(&encoder_cfg, path, &ad)?
+        }
+        _ => encoder_cfg.init(&ad)?,
+    };
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .init();
+    let mut state = CheckpointState {
+        epoch: 0,
+        step: 0,
+        best_score: f64::NEG_INFINITY,
+        best_epoch: 0,
+        epochs_since_best: 0,
+        seconds: 0.0,
+        folder: String::new(),
+    };
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    if let Some(s) = &resume_state {
+        let folder = run.join(&s.folder);
+        model = load_weights(&encoder_cfg, &folder.join("model.bpk"), &ad)?;
+        optim = optim
+            .load(folder.join("optimizer.bpk"))
+            .map_err(|e| Error::Weights {
+                path: folder.join("optimizer.bpk"),
+                reason: e.to_string(),
+            })?;
+        state = s.clone();
+        if let Ok(t) = std::fs::read_to_string(dir.metrics()) {
+            history = serde_json::from_str(&t).unwrap_or_default();
+            history.truncate(state.epoch);
+        }
+        observer.message(&format!(
+            "resuming after epoch {} (step {})",
+            state.epoch, state.step
+        ));
+        dir.log_line(&format!(
+            "resumed after epoch {} (step {})",
+            state.epoch, state.step
+        ))?;
+    } else {
+        dir.log_line(&format!(
+            "training {} on {} ({} train / {} val volumes, {} channel(s)), seed {}",
+            config.encoder,
+            data.root.display(),
+            prepared.train.len(),
+            prepared.val.len(),
+            prepared.channels,
+            config.seed
+        ))?;
+    }
+    let resumed_from = resume_state.as_ref().map(|s| s.epoch);
+    let sampler = SliceSampler::new(prepared.train, config.sampling.clone())?;
+    let val_slices = validation_slices(&prepared.val, &config)?;
+    let (p, c, bs) = (
+        config.sampling.slice_size,
+        prepared.channels,
+        config.batch_size,
+    );
+    let bce = BinaryCrossEntropyLossConfig::new()
+        .with_logits(true)
+        .init(&ad);
+    let total_steps = (config.epochs * config.steps_per_epoch) as u64;
+    observer.start(total_steps, state.step);
+    let budget = config.max_minutes.map(|m| m * 60.0);
+    let mut stopped = "epochs";
+    let first_step = state.step;
+
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel(4);
+        let sampler = &sampler;
+        let seed = config.seed;
+        let objective = config.objective;
+        scope.spawn(move || {
+            for step in first_step..total_steps {
+                let batch = match objective {
+                    Objective::Slices => sampler.batch(seed, step, bs),
+                    Objective::Mil { bag, .. } => sampler.bags(seed, step, bs / bag, bag),
+                };
+                if tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        while state.epoch < config.epochs {
+            let epoch_start = Instant::now();
+            let (mut loss_sum, mut n_steps, mut wait) = (0.0f64, 0usize, 0.0f64);
+            let mut out_of_time = false;
+            for _ in 0..config.steps_per_epoch {
+                let t_wait = Instant::now();
+                let batch = rx
+                    .recv()
+                    .map_err(|_| Error::invalid("sampler", "the sampling thread stopped"))?;
+                wait += t_wait.elapsed().as_secs_f64();
+                let x = Tensor::<4>::from_data(TensorData::new(batch.slices, [bs, c, p, p]), &ad);
+                let y_i: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+                let y =
+                    Tensor::<2, Int>::from_data(TensorData::new(y_i, [batch.labels.len(), 1]), &ad);
+                let logits = model.forward(x);
+                let pooled = match config.objective {
+                    Objective::Slices => logits,
+                    Objective::Mil { bag, r } => lse_pool(logits.reshape([bs / bag, bag]), r),
+                };
+                let loss = bce.forward(pooled, y);
+                let l = loss.clone().into_scalar::<f32>() as f64;
+                if !l.is_finite() {
+                    return Err(Error::invalid(
+                        "training",
+                        format!("the loss became {l} at step {}; lower --lr", state.step),
+                    ));
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(config.lr_at(state.step), model, grads);
+                state.step += 1;
+                loss_sum += l;
+                n_steps += 1;
+                observer.step(
+                    state.step,
+                    l,
+                    (n_steps * bs) as f64 / epoch_start.elapsed().as_secs_f64(),
+                );
+                if budget.is_some_and(|b| state.seconds + started.elapsed().as_secs_f64() > b) {
+                    out_of_time = true;
+                    break;
+                }
+            }
+            let train_secs = epoch_start.elapsed().as_secs_f64();
+            let (au_max, au_mean) = validate(&model, &device, &val_slices, &prepared.val, c, p)?;
+            let score = match config.selection {
+                Aggregate::Max => au_max,
+                Aggregate::Mean => au_mean,
+            }
+            .unwrap_or(0.5);
+            state.epoch += 1;
+            let best = score > state.best_score;
+            if best {
+                state.best_score = score;
+                state.best_epoch = state.epoch;
+                state.epochs_since_best = 0;
+                save_weights(&model, &dir.model())?;
+            } else {
+                state.epochs_since_best += 1;
+            }
+            let m = EpochMetrics {
+                epoch: state.epoch,
+                step: state.step,
+                lr: config.lr_at(state.step.saturating_sub(1)),
+                train_loss: loss_sum / n_steps.max(1) as f64,
+                train_slices_per_s: (n_steps * bs) as f64 / train_secs,
+                sampler_wait_s: wait,
+                val_auroc_max: au_max,
+                val_auroc_mean: au_mean,
+                val_score: score,
+                best,
+                seconds: epoch_start.elapsed().as_secs_f64(),
+            };
+            history.push(m.clone());
+            let saved = CheckpointState {
+                seconds: state.seconds + started.elapsed().as_secs_f64(),
+                folder: RunDir::checkpoint_folder(state.epoch),
+                ..state.clone()
+            };
+            save_checkpoint(&dir, &model, &optim, &saved)?;
+            dir.write_text(
+                &dir.metrics(),
+                &serde_json::to_string_pretty(&history).expect("metrics serialise"),
+            )?;
+            dir.log_line(&format!(
+                "epoch {:>3}  step {:>6}  loss {:.4}  val AUROC max {}  mean {}{}  {:.0} slices/s",
+                m.epoch,
+                m.step,
+                m.train_loss,
+                fmt_opt(m.val_auroc_max),
+                fmt_opt(m.val_auroc_mean),
+                if best { "  *best*" } else { "" },
+                m.train_slices_per_s
+            ))?;
+            observer.epoch(&m);
+            if out_of_time {
+                stopped = "time budget";
+                break;
+            }
+            if state.epochs_since_best >= config.patience {
+                stopped = "early stop";
+                break;
+            }
+        }
+        // Dropping the receiver stops the sampling thread.
+        drop(rx);
+        Ok(())
+    })?;
+    let seconds = state.seconds + started.elapsed().as_secs_f64();
+    dir.log_line(&format!(
+        "stopped ({stopped}) after epoch {}; best epoch {} with validation AUROC {:.4}",
+        state.epoch, state.best_epoch, state.best_score
+    ))?;
+    Ok(TrainSummary {
+        run: run.to_path_buf(),
+        epochs: state.epoch,
+        best_epoch: state.best_epoch,
+        best_score: state.best_score,
+        stopped,
+        resumed_from_epoch: resumed_from,
+        seconds,
+    })
+}
+
+/// Log-sum-exp pooling of `(bags, n)` logits to `(bags, 1)`:
+/// `m + log(mean(exp(r (l - m)))) / r` with `m` the (detached) row maximum.
+fn lse_pool(logits: Tensor<2>, r: f32) -> Tensor<2> {
+    let m = logits.clone().max_dim(1).detach();
+    let shifted = (logits - m.clone()) * r;
+    m + shifted.exp().mean_dim(1).log() / r
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |x| format!("{x:.4}"))
+}
+
+/// Writes the epoch's folder whole, then the state that names it, then
+/// removes older folders: a kill at any point leaves a consistent checkpoint.
+fn save_checkpoint(
+    dir: &RunDir,
+    model: &Encoder,
+    optim: &burn::optim::ModuleOptimizer,
+    state: &CheckpointState,
+) -> Result<()> {
+    let folder = dir.root.join(&state.folder);
+    let tmp = folder.with_file_name(format!(".tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|source| Error::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    save_weights(model, &tmp.join("model.bpk"))?;
+    optim
+        .save(tmp.join("optimizer.bpk"))
+        .map_err(|e| Error::Weights {
+            path: folder.join("optimizer.bpk"),
+            reason: e.to_string(),
+        })?;
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::rename(&tmp, &folder).map_err(|source| Error::Write {
+        path: folder.clone(),
+        source,
+    })?;
+    dir.write_text(
+        &dir.checkpoint_state(),
+        &serde_json::to_string_pretty(state).expect("state serialises"),
+    )?;
+    if let Ok(entries) = std::fs::read_dir(dir.checkpoints()) {
+        for e in entries.flatten() {
+            if e.path() != folder {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
