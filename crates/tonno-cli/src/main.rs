@@ -4,9 +4,12 @@
 //! Results go to stdout (`--json` for machines); logs and progress to stderr.
 
 mod bench;
+mod demo;
+mod eval;
 mod info;
 mod progress;
 mod radon;
+mod render;
 mod segment;
 mod synth;
 mod tomo_args;
@@ -30,6 +33,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole method on synthetic data: synth, train, segment with every method, evaluate, report.
+    Demo(demo::Args),
     /// Print an image's shape, channels, datatype, spacing, affine, orientation and intensity range.
     Info(info::Args),
     /// Write a synthetic dataset (Decathlon layout plus labels.csv): head-like scans, half with lesions.
@@ -40,6 +45,8 @@ enum Command {
     Train(train::Args),
     /// 3D heatmaps from a trained encoder: ToNNO, 2D/averaged/tomographic GradCAM and LayerCAM.
     Segment(segment::Args),
+    /// Score heatmaps against masks: Dice, HD95, false-positive volume, detection F1, voxel AUROC and AP.
+    Eval(eval::Args),
     /// Measure speed and memory, printed as JSON.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -65,11 +72,13 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Radon(a) => radon::run(a),
         Command::Train(a) => train::run(a),
         Command::Segment(a) => segment::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

@@ -74,12 +74,12 @@ pub enum ProfileArg {
 }
 
 #[derive(Debug, Serialize)]
-struct CaseResult {
-    case: String,
-    input: PathBuf,
-    outputs: Vec<PathBuf>,
-    seconds: f64,
-    timings: Timings,
+pub struct CaseResult {
+    pub case: String,
+    pub input: PathBuf,
+    pub outputs: Vec<PathBuf>,
+    pub seconds: f64,
+    pub timings: Timings,
 }
 
 fn inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -172,11 +172,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             t.config.train.sampling.slice_size
         );
     }
+    let sum = trained.is_none();
     let bar = progress::bar(files.len() as u64, "segment");
     let mut results = Vec::new();
     let mut failures = 0usize;
     for file in &files {
-        match segment_one(file, &a, &model, &methods, &sampling, trained.is_none()) {
+        let config = segment_config(&a, &sampling, file, sum);
+        let job = Job {
+            model: &model,
+            sampling: &sampling,
+            methods: &methods,
+            threshold: a.threshold,
+            force: a.force,
+            sum,
+        };
+        match config.and_then(|c| segment_file(file, &a.out, &job, &c)) {
             Ok(r) => results.push(r),
             Err(e) => {
                 failures += 1;
@@ -226,53 +236,36 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn segment_one(
-    file: &Path,
+/// What to do with each input.
+pub struct Job<'a> {
+    pub model: &'a SliceModel<'a>,
+    /// How the model's training slices were made.
+    pub sampling: &'a SamplingConfig,
+    pub methods: &'a [Method],
+    pub threshold: Option<f32>,
+    pub force: bool,
+    /// The exact "sum" encoder: raw intensities, zero outside, the covering ball.
+    pub sum: bool,
+}
+
+fn segment_config(
     a: &Args,
-    model: &SliceModel<'_>,
-    methods: &[Method],
     sampling: &SamplingConfig,
+    file: &Path,
     sum: bool,
-) -> anyhow::Result<CaseResult> {
-    let start = std::time::Instant::now();
-    let case = case_name(file);
-    let out_path = |m: Method, mask: bool| {
-        a.out.join(format!(
-            "{case}_{}{}.nii.gz",
-            m.name(),
-            if mask { "_mask" } else { "" }
-        ))
+) -> anyhow::Result<SegmentConfig> {
+    let (slices, pixels) = if sum {
+        // The geometry follows the volume, as `tonno radon` does.
+        let img = read_image(file).with_context(|| format!("reading {}", file.display()))?;
+        let g = a.tomo.geometry(&img.volume)?;
+        (g.slices, g.pixels)
+    } else {
+        (a.tomo.slices.unwrap_or(64), sampling.slice_size)
     };
-    if !a.force {
-        for m in methods {
-            let p = out_path(*m, false);
-            anyhow::ensure!(
-                !p.exists(),
-                "{} already exists; pass --force to replace it",
-                p.display()
-            );
-        }
-    }
-    let img = read_image(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut prepared = PreparedVolume::new(&case, &img.volume, None, sampling)
-        .with_context(|| format!("preparing {}", file.display()))?;
-    if sum {
-        // The exact transform: raw intensities, zero outside, the covering ball.
-        prepared.background = 0.0;
-        prepared.ball = Ball::covering(&img.volume);
-    }
-    let geometry = a.tomo.geometry(&img.volume)?;
-    let config = SegmentConfig {
+    Ok(SegmentConfig {
         directions: a.tomo.directions,
-        slices: a
-            .tomo
-            .slices
-            .unwrap_or(if sum { geometry.slices } else { 64 }),
-        pixels: if sum {
-            geometry.pixels
-        } else {
-            sampling.slice_size
-        },
+        slices,
+        pixels,
         filter: a
             .tomo
             .filter(if sum { Padding::Zero } else { Padding::Edge }),
@@ -284,16 +277,51 @@ fn segment_one(
         radius_mm: a.tomo.radius,
         gradcam_stage: None,
         layercam_stage: None,
+    })
+}
+
+/// Heatmaps (and masks) of one input written to `out` as CASE_METHOD.nii.gz.
+pub fn segment_file(
+    file: &Path,
+    out: &Path,
+    job: &Job<'_>,
+    config: &SegmentConfig,
+) -> anyhow::Result<CaseResult> {
+    let start = std::time::Instant::now();
+    let case = case_name(file);
+    let out_path = |m: Method, mask: bool| {
+        out.join(format!(
+            "{case}_{}{}.nii.gz",
+            m.name(),
+            if mask { "_mask" } else { "" }
+        ))
     };
-    let (heatmaps, timings) = segment(&prepared, model, methods, &config)
+    if !job.force {
+        for m in job.methods {
+            let p = out_path(*m, false);
+            anyhow::ensure!(
+                !p.exists(),
+                "{} already exists; pass --force to replace it",
+                p.display()
+            );
+        }
+    }
+    let img = read_image(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut prepared = PreparedVolume::new(&case, &img.volume, None, job.sampling)
+        .with_context(|| format!("preparing {}", file.display()))?;
+    if job.sum {
+        prepared.background = 0.0;
+        prepared.ball = Ball::covering(&img.volume);
+    }
+    let (heatmaps, timings) = segment(&prepared, job.model, job.methods, config)
         .with_context(|| format!("segmenting {}", file.display()))?;
     let mut outputs = Vec::new();
     for h in heatmaps {
         let p = out_path(h.method, false);
-        write_image(&p, &h.volume, DataType::F32, Some(&img.info), a.force)
+        write_image(&p, &h.volume, DataType::F32, Some(&img.info), job.force)
             .with_context(|| format!("writing {}", p.display()))?;
         outputs.push(p);
-        if let Some(t) = a.threshold {
+        if let Some(t) = job.threshold {
             let mask = h.volume.same_grid(
                 h.volume
                     .data()
@@ -302,7 +330,7 @@ fn segment_one(
                     .collect(),
             )?;
             let p = out_path(h.method, true);
-            write_image(&p, &mask, DataType::U8, Some(&img.info), a.force)
+            write_image(&p, &mask, DataType::U8, Some(&img.info), job.force)
                 .with_context(|| format!("writing {}", p.display()))?;
             outputs.push(p);
         }

@@ -277,3 +277,51 @@ fn bench_radon_prints_json_figures() {
             .all(|s| s["throughput"].as_f64().unwrap() > 0.0)
     );
 }
+
+#[test]
+fn eval_reports_monai_dice_and_hd95_and_names_missing_heatmaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixtures().join("metrics");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(m.join("expected.json")).unwrap()).unwrap();
+    std::fs::create_dir_all(dir.path().join("pred")).unwrap();
+    std::fs::create_dir_all(dir.path().join("truth")).unwrap();
+    std::fs::copy(
+        m.join("heat.nii.gz"),
+        dir.path().join("pred/c1_tonno.nii.gz"),
+    )
+    .unwrap();
+    std::fs::copy(m.join("truth.nii.gz"), dir.path().join("truth/c1.nii.gz")).unwrap();
+    let rows = tonno(
+        dir.path(),
+        &[
+            "eval",
+            "--pred",
+            "pred",
+            "--truth",
+            "truth",
+            "--threshold",
+            "0.5",
+            "--json",
+        ],
+    )
+    .json();
+    let r = &rows[0];
+    assert_eq!(r["method"], "tonno");
+    assert_eq!(r["threshold_source"], "given");
+    assert!((r["mean_dice"].as_f64().unwrap() - want["dice"].as_f64().unwrap()).abs() < 1e-6);
+    assert!((r["mean_hd95_mm"].as_f64().unwrap() - want["hd95_mm"].as_f64().unwrap()).abs() < 1e-6);
+    assert!((r["voxel_auroc"].as_f64().unwrap() - want["auroc"].as_f64().unwrap()).abs() < 1e-9);
+    // The oracle threshold is labelled as such.
+    let text = tonno(dir.path(), &["eval", "--pred", "pred", "--truth", "truth"]).ok();
+    assert!(text.contains("oracle"), "{text}");
+    // A case without a heatmap is an error naming it.
+    std::fs::copy(m.join("truth.nii.gz"), dir.path().join("truth/c2.nii.gz")).unwrap();
+    tonno(
+        dir.path(),
+        &[
+            "eval", "--pred", "pred", "--truth", "truth", "--method", "tonno",
+        ],
+    )
+    .fails_with(&["c2", "missing"]);
+}

@@ -18,6 +18,7 @@
 
 pub mod affine;
 pub mod error;
+pub mod eval;
 pub mod geometry;
 pub mod io;
 pub mod metrics;
