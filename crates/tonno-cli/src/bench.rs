@@ -39,6 +39,10 @@ pub struct EncoderArgs {
     /// cpu, vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: tonno_ml::device::DeviceChoice,
+    /// Also run each encoder on the CPU with the same weights and report how
+    /// far the device's logits, loss and one training step are from it.
+    #[arg(long)]
+    compare_cpu: bool,
     /// Print JSON (the output is always JSON).
     #[arg(long)]
     json: bool,
@@ -199,6 +203,19 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<ExitCode> {
         )?;
         let mut v = serde_json::to_value(&r)?;
         v["peak_rss_mib"] = serde_json::json!(peak_rss_mib());
+        if a.compare_cpu {
+            let check = tonno_ml::bench::compare_with_cpu(*kind, p, 8, a.device)?;
+            eprintln!(
+                "{kind}: max |logit {} - logit cpu| = {:.2e} (max |logit| {:.2}); loss {:.6} vs {:.6}; after one step {:.2e}",
+                a.device,
+                check.max_abs_logit_diff,
+                check.max_abs_logit,
+                check.loss_device,
+                check.loss_cpu,
+                check.max_abs_logit_diff_after_step
+            );
+            v["check_against_cpu"] = serde_json::to_value(&check)?;
+        }
         eprintln!(
             "{kind}: train {:.1} slices/s, infer {:.1} slices/s",
             r.train_slices_per_s, r.infer_slices_per_s

@@ -116,3 +116,108 @@ pub fn sampler_throughput(slice_size: usize, batches: usize) -> Result<f64> {
     }
     Ok((batches * 64) as f64 / t0.elapsed().as_secs_f64())
 }
+
+/// How far a device's numbers are from the CPU's on the same weights and input.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceCheck {
+    pub encoder: EncoderKind,
+    pub device: DeviceChoice,
+    /// Largest |logit(device) - logit(cpu)| on a fixed batch (inference mode).
+    pub max_abs_logit_diff: f64,
+    /// Largest |logit| on that batch, for scale.
+    pub max_abs_logit: f64,
+    /// Training loss of one step from the same weights on each device.
+    pub loss_cpu: f64,
+    pub loss_device: f64,
+    /// Largest logit difference after one AdamW step on each device.
+    pub max_abs_logit_diff_after_step: f64,
+}
+
+/// Runs the same weights and batch on the CPU and on `device`.
+pub fn compare_with_cpu(
+    kind: EncoderKind,
+    slice_size: usize,
+    batch: usize,
+    device: DeviceChoice,
+) -> Result<DeviceCheck> {
+    let cpu = DeviceChoice::Cpu.open()?;
+    let dev = device.open()?;
+    let (cpu_ad, dev_ad) = (cpu.clone().autodiff(), dev.clone().autodiff());
+    cpu_ad.seed(1);
+    let cfg = EncoderConfig {
+        kind,
+        ..EncoderConfig::default()
+    };
+    // Both copies come from the same saved weights, as a model trained on one
+    // device and used on another would: clones would share tensors and batch
+    // norm's running statistics, so one copy's training step would leak into
+    // the other's.
+    let weights = std::env::temp_dir().join(format!(
+        "tonno-device-check-{}-{kind}.bpk",
+        std::process::id()
+    ));
+    // burn reads the weights lazily, so the file lives until this returns.
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(weights.clone());
+    crate::run::save_weights(&cfg.init(&cpu_ad)?, &weights)?;
+    let model_cpu = crate::run::load_weights(&cfg, &weights, &cpu_ad)?;
+    let model_dev = crate::run::load_weights(&cfg, &weights, &dev_ad)?;
+    let p = slice_size;
+    let input: Vec<f32> = (0..batch * p * p)
+        .map(|i| (((i * 7919) % 2000) as f32 / 1000.0) - 1.0)
+        .collect();
+    let labels: Vec<i64> = (0..batch).map(|i| (i % 2) as i64).collect();
+    let infer =
+        |m: &crate::encoder::Encoder, d: &Device| infer::logits(&m.valid(), d, &input, 1, p, batch);
+    let (a, b) = (infer(&model_cpu, &cpu)?, infer(&model_dev, &dev)?);
+    let diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() as f64)
+            .fold(0.0, f64::max)
+    };
+    let step = |m: crate::encoder::Encoder, d: &Device| -> Result<(f64, crate::encoder::Encoder)> {
+        let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [batch, 1, p, p]), d);
+        let y = Tensor::<2, Int>::from_data(TensorData::new(labels.clone(), [batch, 1]), d);
+        let bce = BinaryCrossEntropyLossConfig::new()
+            .with_logits(true)
+            .init(d);
+        let loss = bce.forward(m.forward(x), y);
+        let l = loss.clone().into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let mut optim = AdamWConfig::new().init();
+        Ok((l, optim.step(1e-3, m, grads)))
+    };
+    let (loss_cpu, stepped_cpu) = step(model_cpu, &cpu_ad)?;
+    let (loss_device, stepped_dev) = step(model_dev, &dev_ad)?;
+    let (a2, b2) = (infer(&stepped_cpu, &cpu)?, infer(&stepped_dev, &dev)?);
+    Ok(DeviceCheck {
+        encoder: kind,
+        device,
+        max_abs_logit_diff: diff(&a, &b),
+        max_abs_logit: a.iter().map(|x| x.abs() as f64).fold(0.0, f64::max),
+        loss_cpu,
+        loss_device,
+        max_abs_logit_diff_after_step: diff(&a2, &b2),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_agrees_with_itself_through_the_device_check() {
+        let c = compare_with_cpu(EncoderKind::Cnn, 32, 4, DeviceChoice::Cpu).unwrap();
+        assert!(
+            c.max_abs_logit_diff < 1e-6 && c.max_abs_logit_diff_after_step < 1e-6,
+            "{c:?}"
+        );
+        assert!((c.loss_cpu - c.loss_device).abs() < 1e-6);
+    }
+}
