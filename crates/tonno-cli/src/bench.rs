@@ -4,12 +4,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context;
 use rayon::prelude::*;
 use serde::Serialize;
 use tonno_core::affine::Affine;
 use tonno_core::geometry::{Ball, TomoGeometry, extract_stack};
 use tonno_core::radon::{Filter, Sinogram, backproject, plane_integrals};
+use tonno_core::synth::{SynthConfig, generate_case};
 use tonno_core::volume::Volume;
+use tonno_ml::methods::{Method, SegmentConfig, SliceModel};
+use tonno_ml::run::TrainedModel;
+use tonno_ml::sampler::{PreparedVolume, SamplingConfig};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -17,6 +22,41 @@ pub enum Command {
     Radon(RadonArgs),
     /// Training and inference slices/s and peak memory of each encoder at its default slice size.
     Encoder(EncoderArgs),
+    /// Seconds per volume of each segmentation method, split into slicing,
+    /// encoder and reconstruction.
+    Segment(SegmentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SegmentArgs {
+    /// Volume sides in voxels (comma-separated); synthetic scans.
+    #[arg(long, value_delimiter = ',', default_value = "64,128")]
+    sizes: Vec<usize>,
+    /// Methods (comma-separated, or all); each is timed alone, then all together.
+    #[arg(long = "method", value_delimiter = ',', default_value = "all")]
+    methods: Vec<String>,
+    /// A trained run folder; default: an untrained encoder of --encoder's
+    /// kind (the speed does not depend on the weights).
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Encoder kind when no --model is given.
+    #[arg(long, default_value = "cnn")]
+    encoder: tonno_ml::encoder::EncoderKind,
+    /// Directions K.
+    #[arg(long, default_value_t = SegmentConfig::default().directions)]
+    directions: usize,
+    /// Slices per direction S.
+    #[arg(long, default_value_t = SegmentConfig::default().slices)]
+    slices: usize,
+    /// Slices per forward pass (default: 128 on the CPU, 1024 on a GPU).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// cpu, vulkan or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: tonno_ml::device::DeviceChoice,
+    /// Print JSON (the output is always JSON).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +146,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Radon(a) => radon(a),
         Command::Encoder(a) => encoder(a),
+        Command::Segment(a) => segment(a),
     }
 }
 
@@ -229,6 +270,107 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<ExitCode> {
         "threads": rayon::current_num_threads(),
         "encoders": rows,
         "sampler_slices_per_s": sampler,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Serialize)]
+struct SegmentRow {
+    size: usize,
+    /// One method's name, or "all" for every asked method in one run (they
+    /// share slicing and forward passes).
+    method: String,
+    seconds: f64,
+    slicing_s: f64,
+    encoder_s: f64,
+    reconstruction_s: f64,
+    peak_rss_mib: Option<f64>,
+}
+
+fn segment(a: SegmentArgs) -> anyhow::Result<ExitCode> {
+    let methods = crate::segment::parse_methods(&a.methods)?;
+    anyhow::ensure!(!methods.is_empty(), "--method: none given");
+    let device = a.device.open()?;
+    let (encoder, sampling, pixels, kind) = match &a.model {
+        Some(run) => {
+            let t = TrainedModel::load(run, &device)
+                .with_context(|| format!("loading the model in {}", run.display()))?;
+            let sampling = t.config.sampling().clone();
+            let p = sampling.slice_size;
+            (t.inference_encoder(), sampling, p, t.config.encoder.kind)
+        }
+        None => {
+            let cfg = tonno_ml::encoder::EncoderConfig {
+                kind: a.encoder,
+                ..Default::default()
+            };
+            let p = a.encoder.default_slice_size();
+            let sampling = SamplingConfig {
+                slice_size: p,
+                ..SamplingConfig::default()
+            };
+            (cfg.init(&device)?, sampling, p, a.encoder)
+        }
+    };
+    let batch = a.batch.unwrap_or(a.device.default_inference_batch());
+    let model = SliceModel::Net {
+        encoder: &encoder,
+        device: device.clone(),
+        batch,
+    };
+    let config = SegmentConfig {
+        directions: a.directions,
+        slices: a.slices,
+        pixels,
+        ..SegmentConfig::default()
+    };
+    let mut runs: Vec<(String, Vec<Method>)> = methods
+        .iter()
+        .map(|m| (m.name().to_string(), vec![*m]))
+        .collect();
+    if methods.len() > 1 {
+        runs.push(("all".into(), methods.clone()));
+    }
+    let mut rows = Vec::new();
+    for &size in &a.sizes {
+        let synth = SynthConfig {
+            size,
+            ..SynthConfig::default()
+        };
+        let case = generate_case(&synth, 0, true, true)?;
+        let prepared = PreparedVolume::new(&case.name, &case.image, None, &sampling)?;
+        for (name, ms) in &runs {
+            reset_peak_rss();
+            let t = Instant::now();
+            let (_, timings) = tonno_ml::methods::segment(&prepared, &model, ms, &config)?;
+            let row = SegmentRow {
+                size,
+                method: name.clone(),
+                seconds: t.elapsed().as_secs_f64(),
+                slicing_s: timings.slicing_s,
+                encoder_s: timings.encoder_s,
+                reconstruction_s: timings.reconstruction_s,
+                peak_rss_mib: peak_rss_mib(),
+            };
+            eprintln!(
+                "{size}^3 {name}: {:.2} s (slicing {:.2}, encoder {:.2}, reconstruction {:.2})",
+                row.seconds, row.slicing_s, row.encoder_s, row.reconstruction_s
+            );
+            rows.push(row);
+        }
+    }
+    let report = serde_json::json!({
+        "bench": "segment",
+        "device": a.device.to_string(),
+        "threads": rayon::current_num_threads(),
+        "encoder": kind.to_string(),
+        "model": a.model.as_ref().map(|p| p.display().to_string()),
+        "directions": a.directions,
+        "slices": a.slices,
+        "pixels": pixels,
+        "batch": batch,
+        "rows": rows,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)

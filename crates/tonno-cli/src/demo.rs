@@ -188,11 +188,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let model = SliceModel::Net {
         encoder: &encoder,
         device: device.clone(),
-        batch: if a.device == DeviceChoice::Cpu {
-            128
-        } else {
-            1024
-        },
+        batch: a.device.default_inference_batch(),
     };
     let sampling = trained.config.sampling().clone();
     let seg = |directions: usize| SegmentConfig {

@@ -143,11 +143,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let encoder = trained.as_ref().map(|t| t.inference_encoder());
-    let batch = a.batch.unwrap_or(if a.device == DeviceChoice::Cpu {
-        128
-    } else {
-        1024
-    });
+    let batch = a.batch.unwrap_or(a.device.default_inference_batch());
     let model = match &encoder {
         Some(e) => SliceModel::Net {
             encoder: e,

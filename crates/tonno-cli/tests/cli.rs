@@ -279,6 +279,39 @@ fn bench_radon_prints_json_figures() {
 }
 
 #[test]
+fn bench_segment_times_each_method_and_all_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = tonno(
+        dir.path(),
+        &[
+            "bench",
+            "segment",
+            "--sizes",
+            "16",
+            "--method",
+            "tonno,gradcam2d",
+            "--directions",
+            "4",
+            "--slices",
+            "8",
+        ],
+    )
+    .json();
+    let rows = r["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|s| s["method"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tonno", "gradcam2d", "all"]);
+    for row in rows {
+        let total = row["seconds"].as_f64().unwrap();
+        let parts: f64 = ["slicing_s", "encoder_s", "reconstruction_s"]
+            .iter()
+            .map(|k| row[*k].as_f64().unwrap())
+            .sum();
+        assert!(row["encoder_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(parts <= total * 1.0001 + 1e-6, "{row}");
+    }
+}
+
+#[test]
 fn eval_reports_monai_dice_and_hd95_and_names_missing_heatmaps() {
     let dir = tempfile::tempdir().unwrap();
     let m = fixtures().join("metrics");

@@ -48,6 +48,16 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// Slices per inference forward pass unless the user says otherwise: a
+    /// GPU needs large batches to be busy; on the CPU a moderate one keeps
+    /// the activations' memory low.
+    pub fn default_inference_batch(self) -> usize {
+        match self {
+            Self::Cpu => 128,
+            Self::Vulkan | Self::Cuda => 1024,
+        }
+    }
+
     /// Whether this build has the backend.
     pub fn compiled_in(self) -> bool {
         match self {
