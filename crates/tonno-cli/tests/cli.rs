@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fixtures, python, tonno};
+use common::{fixtures, python, synth_training_image, tonno};
 
 #[test]
 fn synth_writes_a_decathlon_folder_that_nibabel_reads_with_masks_matching_labels() {
@@ -163,18 +163,8 @@ fn bad_inputs_exit_non_zero_with_the_file_and_the_problem() {
 #[test]
 fn radon_reconstructs_a_synthetic_scan_from_its_own_plane_integrals() {
     let dir = tempfile::tempdir().unwrap();
-    tonno(
-        dir.path(),
-        &["synth", "--out", "d", "--cases", "2", "--size", "32"],
-    )
-    .ok();
-    let input = std::fs::read_dir(dir.path().join("d/imagesTr"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let input = input.to_str().unwrap();
+    let input = synth_training_image(dir.path(), 32);
+    let input = input.as_str();
     let coarse = tonno(
         dir.path(),
         &[

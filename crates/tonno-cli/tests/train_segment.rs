@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tonno;
+use common::{synth_training_image, tonno};
 
 const CONFIG: &str = r#"
 cnn_width = 8
@@ -230,18 +230,8 @@ fn tonno_core_case(p: &Path) -> String {
 #[test]
 fn segment_with_the_sum_encoder_reconstructs_the_input_like_radon() {
     let dir = tempfile::tempdir().unwrap();
-    tonno(
-        dir.path(),
-        &["synth", "--out", "d", "--cases", "2", "--size", "20"],
-    )
-    .ok();
-    let input = std::fs::read_dir(dir.path().join("d/imagesTr"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let input = input.to_str().unwrap();
+    let input = synth_training_image(dir.path(), 20);
+    let input = input.as_str();
     tonno(
         dir.path(),
         &[

@@ -51,6 +51,15 @@ impl Pair {
         })
     }
 
+    /// Voxels of the heatmap above `threshold`.
+    fn predicted_mask(&self, threshold: f32) -> Vec<bool> {
+        self.heatmap
+            .channel(0)
+            .iter()
+            .map(|&v| v > threshold)
+            .collect()
+    }
+
     fn truth_mask(&self) -> Vec<bool> {
         self.truth.channel(0).iter().map(|&v| v > 0.0).collect()
     }
@@ -110,15 +119,24 @@ fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// Mean Dice of the positive cases at `threshold`.
 pub fn mean_dice(pairs: &[Pair], threshold: f32) -> Option<f64> {
-    mean(pairs.iter().filter(|p| p.positive()).map(|p| {
-        let pred: Vec<bool> = p
-            .heatmap
-            .channel(0)
+    mean_dice_of(&positives_with_masks(pairs), threshold)
+}
+
+/// The positive cases with their truth masks, made once for many thresholds.
+fn positives_with_masks(pairs: &[Pair]) -> Vec<(&Pair, Vec<bool>)> {
+    pairs
+        .iter()
+        .filter(|p| p.positive())
+        .map(|p| (p, p.truth_mask()))
+        .collect()
+}
+
+fn mean_dice_of(positives: &[(&Pair, Vec<bool>)], threshold: f32) -> Option<f64> {
+    mean(
+        positives
             .iter()
-            .map(|&v| v > threshold)
-            .collect();
-        dice(&pred, &p.truth_mask())
-    }))
+            .map(|(p, truth)| dice(&p.predicted_mask(threshold), truth)),
+    )
 }
 
 /// The threshold maximising the mean Dice of the positive cases, searched
@@ -136,6 +154,7 @@ pub fn best_threshold(pairs: &[Pair]) -> Result<f32> {
         ));
     }
     values.sort_by(|a, b| a.total_cmp(b));
+    let positives = positives_with_masks(pairs);
     let n = values.len();
     let mut best = (f64::NEG_INFINITY, values[n / 2]);
     for i in 0..=60 {
@@ -143,7 +162,7 @@ pub fn best_threshold(pairs: &[Pair]) -> Result<f32> {
         let tail = 0.5 * (2e-6f64).powf(i as f64 / 60.0);
         let idx = (((1.0 - tail) * (n - 1) as f64).round() as usize).min(n - 1);
         let t = values[idx];
-        if let Some(d) = mean_dice(pairs, t)
+        if let Some(d) = mean_dice_of(&positives, t)
             && d > best.0
         {
             best = (d, t);
@@ -158,12 +177,7 @@ pub fn evaluate(pairs: &[Pair], threshold: f32, source: ThresholdSource) -> Eval
         .iter()
         .map(|p| {
             let truth = p.truth_mask();
-            let pred: Vec<bool> = p
-                .heatmap
-                .channel(0)
-                .iter()
-                .map(|&v| v > threshold)
-                .collect();
+            let pred = p.predicted_mask(threshold);
             let positive = p.positive();
             let s = p.truth.spacing_mm();
             let voxel_ml = s[0] * s[1] * s[2] / 1000.0;

@@ -110,3 +110,21 @@ pub fn python(script: &str, dir: &Path) -> Option<String> {
     );
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Writes a 2-case synthetic dataset of `size`^3 voxels to `dir/d` and returns
+/// the path of one of its training images.
+pub fn synth_training_image(dir: &Path, size: usize) -> String {
+    let size = size.to_string();
+    tonno(
+        dir,
+        &["synth", "--out", "d", "--cases", "2", "--size", &size],
+    )
+    .ok();
+    let image = std::fs::read_dir(dir.join("d/imagesTr"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    image.to_str().unwrap().to_string()
+}
