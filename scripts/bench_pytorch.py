@@ -3,7 +3,7 @@
 one logit), the same batch sizes and slice sizes, on the CPU threads.
 
     python3 -m venv .venv && .venv/bin/pip install torch torchvision
-    .venv/bin/python scripts/bench_pytorch.py [--steps 5] [--threads 2]
+    .venv/bin/python scripts/bench_pytorch.py [--steps 5] [--threads 2] [--encoders cnn] [--cnn-width 8]
 
 Prints JSON shaped like `tonno bench encoder --json`.
 """
@@ -19,7 +19,7 @@ import torchvision
 class SmallCnn(nn.Module):
     """tonno's default encoder: 4 x (conv3x3 no bias, BN, ReLU, maxpool 2), global max, linear."""
 
-    def __init__(self, width=16, in_ch=1):
+    def __init__(self, width=8, in_ch=1):
         super().__init__()
         layers, c = [], in_ch
         for w in (width, 2 * width, 4 * width, 8 * width):
@@ -71,14 +71,20 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--infer-batch", type=int, default=128)
+    ap.add_argument("--encoders", default="cnn,resnet18,resnet34")
+    ap.add_argument("--cnn-width", type=int, default=8, help="tonno's default is 8")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    rows = [
-        bench("cnn", SmallCnn(), 64, a.batch, a.infer_batch, a.steps),
-        bench("resnet18", resnet(18), 128, a.batch, a.infer_batch, a.steps),
-        bench("resnet34", resnet(34), 128, a.batch, a.infer_batch, a.steps),
-    ]
+    nets = {
+        "cnn": lambda: (SmallCnn(a.cnn_width), 64),
+        "resnet18": lambda: (resnet(18), 128),
+        "resnet34": lambda: (resnet(34), 128),
+    }
+    rows = []
+    for name in a.encoders.split(","):
+        model, p = nets[name]()
+        rows.append(bench(name, model, p, a.batch, a.infer_batch, a.steps))
     print(json.dumps({"bench": "encoder", "framework": f"pytorch {torch.__version__}",
                       "threads": torch.get_num_threads(), "encoders": rows}, indent=2))
 

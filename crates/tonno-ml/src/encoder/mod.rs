@@ -105,7 +105,7 @@ impl Default for EncoderConfig {
             kind: EncoderKind::Cnn,
             in_channels: 1,
             classes: 1,
-            cnn_width: 16,
+            cnn_width: 8,
             pooling: Pooling::Max,
         }
     }
