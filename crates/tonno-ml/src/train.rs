@@ -101,7 +101,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             encoder: EncoderKind::Cnn,
-            cnn_width: 8,
+            cnn_width: EncoderConfig::default().cnn_width,
             pooling: crate::encoder::Pooling::Max,
             pretrained: None,
             sampling: SamplingConfig::default(),
