@@ -48,8 +48,6 @@ struct Plan {
     cases: usize,
     size: usize,
     train_minutes: f64,
-    /// Epochs of the learning-rate schedule, sized to end within `train_minutes`.
-    epochs: usize,
     directions: usize,
     slices: usize,
     k_sweep: Vec<usize>,
@@ -90,7 +88,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             cases: 40,
             size: 32,
             train_minutes: 1.5,
-            epochs: 7,
             directions: 32,
             slices: 32,
             k_sweep: vec![8, 16, 32],
@@ -102,7 +99,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             cases: 60,
             size: 48,
             train_minutes: 10.0,
-            epochs: TrainConfig::default().epochs,
             directions: 64,
             slices: 48,
             k_sweep: vec![8, 16, 32, 64, 128],
@@ -164,8 +160,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     );
     let run_dir = out.join("run");
     let config = TrainConfig {
+        // The schedule is fitted to the budget (the default with a budget).
         max_minutes: Some(plan.train_minutes),
-        epochs: plan.epochs,
         seed: a.seed,
         device: a.device,
         ..TrainConfig::default()

@@ -35,7 +35,8 @@ pub struct Args {
     /// Start a ResNet from torchvision/timm weights (.pt, .pth or .safetensors).
     #[arg(long)]
     pretrained: Option<PathBuf>,
-    /// Maximum number of epochs.
+    /// Number of epochs (default: fitted to --max-minutes after the first
+    /// epoch, else 44).
     #[arg(long)]
     epochs: Option<usize>,
     /// Optimiser steps per epoch.
@@ -124,6 +125,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(epochs, steps_per_epoch, batch_size, lr, seed, device);
+    if a.epochs.is_some() {
+        // An explicit number of epochs is kept, budget or not.
+        config.fit_epochs_to_budget = false;
+    }
     if a.pretrained.is_some() {
         config.pretrained = a.pretrained.clone();
     }

@@ -348,3 +348,84 @@ fn eval_reports_monai_dice_and_hd95_and_names_missing_heatmaps() {
     )
     .fails_with(&["c2", "missing"]);
 }
+
+#[test]
+fn synth_anatomy_implants_lesions_into_given_scans_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    // Healthy "scans": synthetic heads stand in for real ones here.
+    tonno(
+        dir.path(),
+        &[
+            "synth",
+            "--out",
+            "src",
+            "--cases",
+            "4",
+            "--size",
+            "24",
+            "--test-fraction",
+            "0",
+        ],
+    )
+    .ok();
+    let summary = tonno(
+        dir.path(),
+        &[
+            "synth",
+            "--anatomy",
+            "src/imagesTr",
+            "--out",
+            "d",
+            "--cases",
+            "12",
+            "--size",
+            "20",
+            "--spacing",
+            "4",
+            "--radius",
+            "5,8",
+            "--margin",
+            "2",
+            "--split-by-source",
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(summary["cases"], 12);
+    let synth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("d/synth.json")).unwrap())
+            .unwrap();
+    assert_eq!(synth["anatomy"].as_array().unwrap().len(), 4);
+    for c in synth["cases"].as_array().unwrap() {
+        assert!(c["source"].as_str().unwrap().starts_with("case_"), "{c}");
+        assert_eq!(
+            c["label"].as_bool().unwrap(),
+            !c["lesions"].as_array().unwrap().is_empty()
+        );
+    }
+    let csv = std::fs::read_to_string(dir.path().join("d/labels.csv")).unwrap();
+    assert!(csv.starts_with("case,label,subject\n"), "{csv}");
+
+    // Bad input: a clear error naming the problem, exit 2, nothing written.
+    std::fs::write(dir.path().join("broken.nii.gz"), b"not a gzip stream").unwrap();
+    let bad: [(&[&str], &str); 5] = [
+        (&["--anatomy", "broken.nii.gz"], "broken.nii.gz"),
+        (&["--anatomy", "nowhere"], "nowhere"),
+        (&["--anatomy", "src/imagesTr", "--size", "0"], "size"),
+        (&["--anatomy", "src/imagesTr", "--spacing", "0"], "spacing"),
+        (&["--anatomy", "src/imagesTr", "--spacing=-2"], "spacing"),
+    ];
+    for (extra, needle) in bad {
+        let mut args = vec!["synth", "--out", "bad", "--cases", "4"];
+        args.extend_from_slice(extra);
+        let r = tonno(dir.path(), &args);
+        r.fails_with(&[needle]);
+        assert_eq!(r.out.status.code(), Some(2), "{args:?}");
+        assert!(
+            !dir.path().join("bad").exists(),
+            "{args:?} wrote its output folder"
+        );
+    }
+    // --spacing means nothing for synthetic heads.
+    tonno(dir.path(), &["synth", "--out", "x", "--spacing", "2"]).fails_with(&["--anatomy"]);
+}

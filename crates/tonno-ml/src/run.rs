@@ -52,6 +52,10 @@ impl RunConfig {
     }
 }
 
+fn score_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
+}
+
 /// Training state after a completed epoch (the checkpoint's `state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointState {
@@ -59,6 +63,8 @@ pub struct CheckpointState {
     pub epoch: usize,
     /// Optimiser steps taken.
     pub step: u64,
+    /// `-inf` until an epoch is selected (JSON has no infinity: `null`).
+    #[serde(deserialize_with = "score_or_none")]
     pub best_score: f64,
     pub best_epoch: usize,
     pub epochs_since_best: usize,

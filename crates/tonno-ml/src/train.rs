@@ -94,6 +94,18 @@ pub struct TrainConfig {
     pub patience: Option<usize>,
     /// The validation AUROC that selects the best model.
     pub selection: Aggregate,
+    /// The best model is the one with the best mean validation AUROC over
+    /// this many consecutive epochs (it and the ones before it): a single
+    /// epoch's AUROC on a few volumes can spike by chance.
+    pub selection_window: usize,
+    /// Epochs in this first share of the schedule are never selected: the
+    /// encoder has not learned yet, whatever its validation AUROC says.
+    pub selection_start: f64,
+    /// With `max_minutes`, choose the number of epochs after the first one
+    /// (from its measured time) so that the whole schedule ends inside the
+    /// budget; `epochs` is then ignored. The chosen number is written to the
+    /// run's `config.toml`, so a resumed run keeps it.
+    pub fit_epochs_to_budget: bool,
     pub device: DeviceChoice,
 }
 
@@ -127,6 +139,9 @@ impl Default for TrainConfig {
             // stopped the run just as it began to learn.
             patience: None,
             selection: Aggregate::Max,
+            selection_window: 3,
+            selection_start: 0.25,
+            fit_epochs_to_budget: true,
             device: DeviceChoice::Cpu,
         }
     }
@@ -177,6 +192,18 @@ impl TrainConfig {
             return Err(Error::invalid(
                 "patience",
                 "0 would stop after the first epoch; leave it out to run the whole schedule",
+            ));
+        }
+        if self.selection_window == 0 {
+            return Err(Error::invalid(
+                "selection_window",
+                "0; use 1 to select on single epochs",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.selection_start) {
+            return Err(Error::invalid(
+                "selection_start",
+                format!("{} (must be in [0, 1))", self.selection_start),
             ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
@@ -234,7 +261,10 @@ pub struct EpochMetrics {
     pub sampler_wait_s: f64,
     pub val_auroc_max: Option<f64>,
     pub val_auroc_mean: Option<f64>,
-    pub val_score: f64,
+    /// The selection score: the mean over the last `selection_window`
+    /// epochs of the selected AUROC (`None` before `selection_start`).
+    #[serde(default)]
+    pub val_score: Option<f64>,
     pub best: bool,
     pub seconds: f64,
 }
@@ -249,6 +279,9 @@ pub struct TrainSummary {
     pub stopped: &'static str,
     pub resumed_from_epoch: Option<usize>,
     pub seconds: f64,
+    /// The best model's volume-level AUROC (max slice logit) on the labelled
+    /// cases of the test split, when there are both labels there.
+    pub test_auroc: Option<f64>,
 }
 
 /// Progress reports for a front end.
@@ -269,6 +302,9 @@ impl TrainObserver for Silent {}
 struct Prepared {
     train: Vec<PreparedVolume>,
     val: Vec<PreparedVolume>,
+    /// Labelled cases of the test split (`imagesTs`): scored once at the
+    /// end, never used for training or selection.
+    test: Vec<PreparedVolume>,
     record: DataRecord,
     channels: usize,
 }
@@ -281,29 +317,72 @@ fn labels_name(l: &LabelSource) -> String {
     }
 }
 
-/// Stratified split of labelled training cases, seeded.
+/// Split of labelled training cases into training and validation, seeded:
+/// by subject when every case names one (whole subjects are held out, so
+/// that validation measures what a new patient would see), else stratified
+/// by label.
 fn split_cases<'a>(
     cases: &[&'a Case],
     val_fraction: f64,
     seed: u64,
-) -> (Vec<&'a Case>, Vec<&'a Case>) {
+    root: &Path,
+) -> Result<(Vec<&'a Case>, Vec<&'a Case>)> {
     let mut rng = Rng::fork(seed, 0x5eed_5911);
     let (mut train, mut val) = (Vec::new(), Vec::new());
-    for label in [true, false] {
-        let mut group: Vec<&Case> = cases
-            .iter()
-            .copied()
-            .filter(|c| c.label == Some(label))
-            .collect();
-        rng.shuffle(&mut group);
-        let n_val =
-            ((group.len() as f64 * val_fraction).round() as usize).clamp(1, group.len() - 1);
-        val.extend(group.drain(..n_val));
-        train.extend(group);
+    let mut subjects: Vec<&str> = cases.iter().filter_map(|c| c.subject.as_deref()).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    if subjects.len() >= 2 && cases.iter().all(|c| c.subject.is_some()) {
+        rng.shuffle(&mut subjects);
+        let want = (cases.len() as f64 * val_fraction).round().max(1.0) as usize;
+        let mut held = Vec::new();
+        for s in &subjects[..subjects.len() - 1] {
+            if val.len() >= want {
+                break;
+            }
+            held.push(*s);
+            val.extend(
+                cases
+                    .iter()
+                    .copied()
+                    .filter(|c| c.subject.as_deref() == Some(s)),
+            );
+        }
+        train.extend(
+            cases
+                .iter()
+                .copied()
+                .filter(|c| !held.contains(&c.subject.as_deref().unwrap_or(""))),
+        );
+        for (name, part) in [("training", &train), ("validation", &val)] {
+            let pos = part.iter().filter(|c| c.label == Some(true)).count();
+            if pos == 0 || pos == part.len() {
+                return Err(Error::Data {
+                    path: root.to_path_buf(),
+                    reason: format!(
+                        "holding out subjects {held:?} for validation leaves the {name} cases with one label only; \
+                         each label needs cases of several subjects (or drop the labels CSV's subject column)"
+                    ),
+                });
+            }
+        }
+    } else {
+        for label in [true, false] {
+            let mut group: Vec<&Case> = cases
+                .iter()
+                .copied()
+                .filter(|c| c.label == Some(label))
+                .collect();
+            rng.shuffle(&mut group);
+            let n_val =
+                ((group.len() as f64 * val_fraction).round() as usize).clamp(1, group.len() - 1);
+            val.extend(group.drain(..n_val));
+            train.extend(group);
+        }
     }
     train.sort_by(|a, b| a.name.cmp(&b.name));
     val.sort_by(|a, b| a.name.cmp(&b.name));
-    (train, val)
+    Ok((train, val))
 }
 
 fn prepare(
@@ -347,7 +426,7 @@ fn prepare(
             };
             (pick(&rec.train_cases)?, pick(&rec.val_cases)?)
         }
-        None => split_cases(&labelled, config.val_fraction, config.seed),
+        None => split_cases(&labelled, config.val_fraction, config.seed, &data.root)?,
     };
     observer.message(&format!(
         "loading {} training and {} validation volumes from {}",
@@ -374,6 +453,17 @@ fn prepare(
     };
     let train_v = load(&train)?;
     let val_v = load(&val)?;
+    let test: Vec<&Case> = ds
+        .split(Split::Test)
+        .filter(|c| c.label.is_some())
+        .collect();
+    let both_labels =
+        test.iter().any(|c| c.label == Some(true)) && test.iter().any(|c| c.label == Some(false));
+    let test_v = if both_labels {
+        load(&test)?
+    } else {
+        Vec::new()
+    };
     let channels = train_v[0].volume.channels();
     if let Some(v) = train_v
         .iter()
@@ -393,6 +483,7 @@ fn prepare(
     Ok(Prepared {
         train: train_v,
         val: val_v,
+        test: test_v,
         record: DataRecord {
             root: data.root.clone(),
             labels: labels_name(&data.labels),
@@ -403,19 +494,17 @@ fn prepare(
     })
 }
 
-/// The fixed validation slices of each volume, `(K * S, C, P, P)`.
+/// The fixed validation slices of each volume, `(K * S, C, P, P)`: `K`
+/// directions, `S` offsets where the slices cut the foreground.
 fn validation_slices(val: &[PreparedVolume], config: &TrainConfig) -> Result<Vec<Vec<f32>>> {
     let p = config.sampling.slice_size;
     val.par_iter()
         .map(|v| {
-            let g = v.geometry(config.val_directions, config.val_slices, p)?;
+            let planes = v.validation_planes(config.val_directions, config.val_slices, p)?;
             let per = v.volume.channels() * p * p;
-            let mut out = vec![0.0f32; g.directions() * g.slices * per];
-            for k in 0..g.directions() {
-                for j in 0..g.slices {
-                    let at = (k * g.slices + j) * per;
-                    v.sample(&g.plane(k, j), &mut out[at..at + per]);
-                }
+            let mut out = vec![0.0f32; planes.len() * per];
+            for (plane, chunk) in planes.iter().zip(out.chunks_exact_mut(per)) {
+                v.sample(plane, chunk);
             }
             Ok(out)
         })
@@ -598,6 +687,8 @@ pub fn train(
     let bce = BinaryCrossEntropyLossConfig::new()
         .with_logits(true)
         .init(&ad);
+    let mut config = config;
+    let mut run_config = run_config;
     let total_steps = (config.epochs * config.steps_per_epoch) as u64;
     observer.start(total_steps, state.step);
     let budget = config.max_minutes.map(|m| m * 60.0);
@@ -610,7 +701,9 @@ pub fn train(
         let seed = config.seed;
         let objective = config.objective;
         scope.spawn(move || {
-            for step in first_step..total_steps {
+            // Until the receiver is dropped: the schedule's length may be
+            // fitted to the budget after the first epoch.
+            for step in first_step.. {
                 let batch = match objective {
                     Objective::Slices => sampler.batch(seed, step, bs),
                     Objective::Mil { bag, .. } => sampler.bags(seed, step, bs / bag, bag),
@@ -664,14 +757,15 @@ pub fn train(
             }
             let train_secs = epoch_start.elapsed().as_secs_f64();
             let (au_max, au_mean) = validate(&model, &device, &val_slices, &prepared.val, c, p)?;
-            let score = match config.selection {
+            let auroc = match config.selection {
                 Aggregate::Max => au_max,
                 Aggregate::Mean => au_mean,
             }
             .unwrap_or(0.5);
             state.epoch += 1;
-            let best = score > state.best_score;
-            if best {
+            let score = selection_score(&history, auroc, state.epoch, &config);
+            let best = score.is_some_and(|s| s > state.best_score);
+            if let Some(score) = score.filter(|_| best) {
                 state.best_score = score;
                 state.best_epoch = state.epoch;
                 state.epochs_since_best = 0;
@@ -714,6 +808,34 @@ pub fn train(
                 m.train_slices_per_s
             ))?;
             observer.epoch(&m);
+            if state.epoch == 1
+                && resume_state.is_none()
+                && config.fit_epochs_to_budget
+                && let Some(b) = budget
+            {
+                // Epoch times vary by 10-20% over a run (measured: 15-22 s
+                // around a first epoch of 18 s on 2 cores), so the schedule
+                // aims at 92% of what is left: its decay then ends inside the
+                // budget, and the budget's hard stop is a guard, not the end.
+                let elapsed = started.elapsed().as_secs_f64();
+                let per_epoch = epoch_start.elapsed().as_secs_f64();
+                let fit = 1 + ((b - elapsed).max(0.0) * 0.92 / per_epoch).floor() as usize;
+                config.epochs = fit.max(2);
+                config.fit_epochs_to_budget = false;
+                run_config.train = config.clone();
+                let text = toml::to_string_pretty(&run_config)
+                    .map_err(|e| Error::invalid("config", e.to_string()))?;
+                dir.write_text(&dir.config(), &text)?;
+                let msg = format!(
+                    "schedule fitted to the {:.1}-minute budget: {} epochs ({:.1} s per epoch)",
+                    b / 60.0,
+                    config.epochs,
+                    per_epoch
+                );
+                dir.log_line(&msg)?;
+                observer.message(&msg);
+                observer.start((config.epochs * config.steps_per_epoch) as u64, state.step);
+            }
             if out_of_time {
                 stopped = "time budget";
                 break;
@@ -730,6 +852,40 @@ pub fn train(
         drop(rx);
         Ok(())
     })?;
+    if state.best_epoch == 0 {
+        // The run ended before any epoch could be selected: keep its last model.
+        let path = dir
+            .root
+            .join(RunDir::checkpoint_folder(state.epoch))
+            .join("model.bpk");
+        std::fs::copy(&path, dir.model()).map_err(|source| Error::Write {
+            path: dir.model(),
+            source,
+        })?;
+        state.best_epoch = state.epoch;
+        state.best_score = history.last().and_then(|m| m.val_auroc_max).unwrap_or(0.5);
+        dir.log_line(&format!(
+            "no epoch after the first {:.0}% of the schedule was reached; model.bpk is the last epoch's",
+            config.selection_start * 100.0
+        ))?;
+    }
+    let test_auroc = if prepared.test.is_empty() {
+        None
+    } else {
+        let best = load_weights(&encoder_cfg, &dir.model(), &ad)?;
+        let slices = validation_slices(&prepared.test, &config)?;
+        let (au_max, au_mean) = validate(&best, &device, &slices, &prepared.test, c, p)?;
+        let msg = format!(
+            "best model (epoch {}) on the {} labelled test cases (imagesTs; never used for training or selection): AUROC max {}  mean {}",
+            state.best_epoch,
+            prepared.test.len(),
+            fmt_opt(au_max),
+            fmt_opt(au_mean)
+        );
+        dir.log_line(&msg)?;
+        observer.message(&msg);
+        au_max
+    };
     let seconds = state.seconds + started.elapsed().as_secs_f64();
     dir.log_line(&format!(
         "stopped ({stopped}) after epoch {}; best epoch {} with validation AUROC {:.4}",
@@ -743,7 +899,35 @@ pub fn train(
         stopped,
         resumed_from_epoch: resumed_from,
         seconds,
+        test_auroc,
     })
+}
+
+/// The selection score of `epoch` (1-based) whose selected AUROC is
+/// `auroc`: the mean over it and the `selection_window - 1` epochs before
+/// it, or `None` in the first `selection_start` of the schedule.
+fn selection_score(
+    history: &[EpochMetrics],
+    auroc: f64,
+    epoch: usize,
+    config: &TrainConfig,
+) -> Option<f64> {
+    if (epoch as f64) <= config.selection_start * config.epochs as f64 {
+        return None;
+    }
+    let earlier = history
+        .iter()
+        .rev()
+        .take(config.selection_window - 1)
+        .map(|m| {
+            match config.selection {
+                Aggregate::Max => m.val_auroc_max,
+                Aggregate::Mean => m.val_auroc_mean,
+            }
+            .unwrap_or(0.5)
+        });
+    let values: Vec<f64> = earlier.chain([auroc]).collect();
+    Some(values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// Log-sum-exp pooling of `(bags, n)` logits to `(bags, 1)`:
@@ -802,6 +986,107 @@ fn save_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn epoch(auroc: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch: 0,
+            step: 0,
+            lr: 0.0,
+            train_loss: 0.69,
+            train_slices_per_s: 0.0,
+            sampler_wait_s: 0.0,
+            val_auroc_max: Some(auroc),
+            val_auroc_mean: Some(0.5),
+            val_score: None,
+            best: false,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_chance_spike_is_never_selected() {
+        // Seed 1 of the synthetic data: AUROC 0.944 at epoch 3 with an
+        // untrained encoder, then chance, then learning from epoch 10.
+        let curve = [
+            0.5, 0.6, 0.944, 0.5, 0.45, 0.55, 0.5, 0.6, 0.55, 0.8, 0.88, 0.9, 0.92,
+        ];
+        let config = TrainConfig {
+            epochs: curve.len(),
+            ..TrainConfig::default()
+        };
+        let mut history = Vec::new();
+        let mut best = (f64::NEG_INFINITY, 0);
+        for (i, &a) in curve.iter().enumerate() {
+            let score = selection_score(&history, a, i + 1, &config);
+            if (i + 1) as f64 <= 0.25 * curve.len() as f64 {
+                assert_eq!(score, None, "epoch {} is too early to select", i + 1);
+            }
+            if let Some(s) = score.filter(|&s| s > best.0) {
+                best = (s, i + 1);
+            }
+            history.push(epoch(a));
+        }
+        assert_eq!(
+            best.1,
+            curve.len(),
+            "selected epoch {} ({})",
+            best.1,
+            best.0
+        );
+        assert!((best.0 - (0.88 + 0.9 + 0.92) / 3.0).abs() < 1e-12);
+        // A window of 1 and no start is the old rule.
+        let single = TrainConfig {
+            selection_window: 1,
+            selection_start: 0.0,
+            ..config.clone()
+        };
+        assert_eq!(
+            selection_score(&history[..2], 0.944, 3, &single),
+            Some(0.944)
+        );
+        let zero = TrainConfig {
+            selection_window: 0,
+            ..config
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn validation_holds_out_whole_subjects_when_the_labels_name_them() {
+        let cases: Vec<Case> = (0..24)
+            .map(|i| Case {
+                name: format!("case_{i:03}"),
+                image: PathBuf::from(format!("case_{i:03}.nii.gz")),
+                mask: None,
+                label: Some(i % 2 == 0),
+                split: Split::Train,
+                subject: Some(format!("subject_{}", (i / 2) % 6)),
+            })
+            .collect();
+        let refs: Vec<&Case> = cases.iter().collect();
+        for seed in 0..5 {
+            let (train, val) = split_cases(&refs, 0.25, seed, Path::new("d")).unwrap();
+            assert_eq!(train.len() + val.len(), 24);
+            // 6 subjects of 4 cases, a quarter (6 cases) wanted: 2 subjects.
+            assert_eq!(val.len(), 8);
+            for v in &val {
+                assert!(
+                    train.iter().all(|t| t.subject != v.subject),
+                    "seed {seed}: {:?} in both splits",
+                    v.subject
+                );
+            }
+        }
+        // Without subjects: the stratified split of before.
+        let plain: Vec<Case> = cases
+            .iter()
+            .cloned()
+            .map(|c| Case { subject: None, ..c })
+            .collect();
+        let refs: Vec<&Case> = plain.iter().collect();
+        let (_, val) = split_cases(&refs, 0.25, 0, Path::new("d")).unwrap();
+        assert_eq!(val.iter().filter(|c| c.label == Some(true)).count(), 3);
+    }
 
     #[test]
     fn patience_is_off_unless_set_and_zero_is_refused() {

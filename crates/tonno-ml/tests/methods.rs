@@ -13,13 +13,7 @@ use tonno_ml::methods::{Method, SegmentConfig, SliceModel, segment};
 use tonno_ml::sampler::PreparedVolume;
 
 fn prepared(v: &Volume) -> PreparedVolume {
-    PreparedVolume {
-        name: "x".into(),
-        volume: v.clone(),
-        ball: Ball::covering(v),
-        background: 0.0,
-        label: None,
-    }
+    PreparedVolume::from_parts("x", v.clone(), Ball::covering(v), 0.0, None)
 }
 
 /// A bright blob of radius `r` mm at world `c` on a dim textured background.

@@ -35,6 +35,9 @@ pub struct Case {
     pub label: Option<bool>,
     /// Training or test split.
     pub split: Split,
+    /// The subject (patient) the scan is of, from the labels CSV's optional
+    /// `subject` column: validation holds out whole subjects.
+    pub subject: Option<String>,
 }
 
 /// Where the labels come from.
@@ -127,7 +130,8 @@ impl Dataset {
     }
 }
 
-fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The image files of a folder (not hidden ones), sorted by name.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Read {
         path: dir.to_path_buf(),
         source,
@@ -212,6 +216,7 @@ fn decathlon_cases(root: &Path, json: &Path) -> Result<(Vec<Case>, Vec<String>)>
             image,
             mask,
             label: None,
+            subject: None,
             split: Split::Train,
         });
     }
@@ -235,6 +240,7 @@ fn decathlon_cases(root: &Path, json: &Path) -> Result<(Vec<Case>, Vec<String>)>
             name,
             image,
             label: None,
+            subject: None,
             split: Split::Test,
         });
     }
@@ -254,6 +260,7 @@ fn decathlon_cases(root: &Path, json: &Path) -> Result<(Vec<Case>, Vec<String>)>
                         name,
                         image,
                         label: None,
+                        subject: None,
                         split,
                     });
                 }
@@ -282,6 +289,7 @@ fn plain_cases(root: &Path) -> Result<Vec<Case>> {
                 name,
                 image,
                 label: None,
+                subject: None,
                 split: Split::Train,
             }
         })
@@ -292,6 +300,7 @@ fn plain_cases(root: &Path) -> Result<Vec<Case>> {
 /// of the dataset and give 0 or 1.
 fn apply_csv(cases: &mut [Case], csv_path: &Path) -> Result<()> {
     let labels = read_labels_csv(csv_path)?;
+    let subjects = read_subjects_csv(csv_path)?;
     let index: HashMap<String, usize> = cases
         .iter()
         .enumerate()
@@ -304,6 +313,7 @@ fn apply_csv(cases: &mut [Case], csv_path: &Path) -> Result<()> {
                 format!("names case {name:?}, which has no image in the dataset"),
             )
         })?;
+        cases[i].subject = subjects.get(&name).cloned();
         cases[i].label = Some(label);
     }
     Ok(())
@@ -373,12 +383,52 @@ pub fn read_labels_csv(path: &Path) -> Result<Vec<(String, bool)>> {
     Ok(out)
 }
 
-/// Writes `case,label` rows.
-pub fn write_labels_csv(path: &Path, rows: &[(String, bool)], overwrite: bool) -> Result<()> {
+/// The optional `subject` column of a labels CSV: case -> subject (empty
+/// when the column is absent; empty cells are left out).
+pub fn read_subjects_csv(path: &Path) -> Result<HashMap<String, String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_path(path)
+        .map_err(|e| Error::dataset(path, format!("{e}")))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| Error::dataset(path, format!("cannot read the header row: {e}")))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(ci), Some(si)) = (col("case"), col("subject")) else {
+        return Ok(HashMap::new());
+    };
+    let mut out = HashMap::new();
+    for (row, rec) in reader.records().enumerate() {
+        let rec = rec.map_err(|e| Error::dataset(path, format!("line {}: {e}", row + 2)))?;
+        let subject = rec.get(si).unwrap_or("");
+        if !subject.is_empty() {
+            out.insert(rec.get(ci).unwrap_or("").to_string(), subject.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `case,label` rows, with a `subject` column when `subjects` is given
+/// (one per row).
+pub fn write_labels_csv(
+    path: &Path,
+    rows: &[(String, bool)],
+    subjects: Option<&[String]>,
+    overwrite: bool,
+) -> Result<()> {
     super::write_atomically(path, overwrite, |tmp| {
-        let mut text = String::from("case,label\n");
-        for (case, label) in rows {
-            text += &format!("{case},{}\n", *label as u8);
+        let mut text = String::from(if subjects.is_some() {
+            "case,label,subject\n"
+        } else {
+            "case,label\n"
+        });
+        for (i, (case, label)) in rows.iter().enumerate() {
+            match subjects {
+                Some(s) => text += &format!("{case},{},{}\n", *label as u8, s[i]),
+                None => text += &format!("{case},{}\n", *label as u8),
+            }
         }
         std::fs::write(tmp, text).map_err(|source| Error::Write {
             path: path.to_path_buf(),

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::volume::Volume;
 
+pub mod anatomy;
+
 /// Field of view of every synthetic case, in mm.
 pub const FOV_MM: f64 = 192.0;
 
@@ -62,6 +64,16 @@ pub struct LesionInfo {
     pub radius_mm: f64,
     /// Relative intensity change (positive: brighter).
     pub contrast: f64,
+    /// A necrotic core: its share of the radius and its relative intensity change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core: Option<(f64, f64)>,
+    /// A rim: its width as a share of the radius and its relative intensity change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rim: Option<(f64, f64)>,
+    /// Oedema around the lesion (outside its mask): its width as a share of
+    /// the radius and its relative intensity change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oedema: Option<(f64, f64)>,
 }
 
 /// A generated case.
@@ -74,6 +86,9 @@ pub struct SynthCase {
     pub lesions: Vec<LesionInfo>,
     /// In the test split (`imagesTs`) rather than training (`imagesTr`).
     pub test: bool,
+    /// What the case was made from beyond its lesions (for `synth.json`):
+    /// the source scan and its transform, for cases made from real anatomy.
+    pub provenance: Option<serde_json::Value>,
 }
 
 impl SynthCase {
@@ -261,11 +276,8 @@ fn draw_head(rng: &mut Rng) -> Head {
     }
 }
 
-fn draw_lesion(rng: &mut Rng, head: &Head, spacing_mm: f64, contrast: (f64, f64)) -> Lesion {
-    // Log-uniform radius: small lesions are as common as large ones.
-    let r_min = (1.6 * spacing_mm).max(3.0);
-    let r_max = 22.0f64.max(r_min * 1.5);
-    let radius = (rng.range(r_min.ln(), r_max.ln())).exp();
+/// A lesion's random orientation and semi-axes (volume of a ball of `radius`).
+fn lesion_axes(rng: &mut Rng, radius: f64) -> ([Vec3; 3], Vec3) {
     let axes = Ellipsoid::random_axes(rng, PI);
     let stretch = [
         rng.range(0.75, 1.3),
@@ -273,7 +285,30 @@ fn draw_lesion(rng: &mut Rng, head: &Head, spacing_mm: f64, contrast: (f64, f64)
         rng.range(0.75, 1.3),
     ];
     let g = (stretch[0] * stretch[1] * stretch[2]).cbrt();
-    let semi = stretch.map(|s| radius * s / g);
+    (axes, stretch.map(|s| radius * s / g))
+}
+
+/// The smooth bumps of a lesion's irregular outline: at most 5 x 9% of its radius.
+fn lesion_bumps(rng: &mut Rng) -> Vec<(Vec3, f64, f64)> {
+    (0..5)
+        .map(|_| {
+            let q = rng.unit_vector();
+            let f = rng.range(1.5, 3.5);
+            (
+                [q[0] * f, q[1] * f, q[2] * f],
+                rng.range(0.03, 0.09),
+                rng.range(0.0, 2.0 * PI),
+            )
+        })
+        .collect()
+}
+
+fn draw_lesion(rng: &mut Rng, head: &Head, spacing_mm: f64, contrast: (f64, f64)) -> Lesion {
+    // Log-uniform radius: small lesions are as common as large ones.
+    let r_min = (1.6 * spacing_mm).max(3.0);
+    let r_max = 22.0f64.max(r_min * 1.5);
+    let radius = (rng.range(r_min.ln(), r_max.ln())).exp();
+    let (axes, semi) = lesion_axes(rng, radius);
     // Centre well inside the brain: the normalised brain radius leaves room
     // for the lesion's extent.
     let center = loop {
@@ -290,17 +325,7 @@ fn draw_lesion(rng: &mut Rng, head: &Head, spacing_mm: f64, contrast: (f64, f64)
             break p;
         }
     };
-    let bumps = (0..5)
-        .map(|_| {
-            let q = rng.unit_vector();
-            let f = rng.range(1.5, 3.5);
-            (
-                [q[0] * f, q[1] * f, q[2] * f],
-                rng.range(0.03, 0.09),
-                rng.range(0.0, 2.0 * PI),
-            )
-        })
-        .collect();
+    let bumps = lesion_bumps(rng);
     let sign = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
     Lesion {
         shape: Ellipsoid { center, axes, semi },
@@ -415,6 +440,9 @@ pub fn generate_case(
             center_mm: l.shape.center,
             radius_mm: l.radius_mm,
             contrast: l.contrast,
+            core: None,
+            rim: None,
+            oedema: None,
         })
         .collect();
     if positive && mask.iter().all(|&m| m == 0.0) {
@@ -435,6 +463,7 @@ pub fn generate_case(
         mask: Volume::new(mask, [size; 3], 1, affine)?,
         lesions: lesion_infos,
         test,
+        provenance: None,
     })
 }
 
@@ -442,13 +471,27 @@ pub fn generate_case(
 /// fractions, both classes in each split where the counts allow, shuffled
 /// by the seed.
 pub fn plan(config: &SynthConfig) -> Vec<(bool, bool)> {
-    let n = config.cases;
-    let mut rng = Rng::fork(config.seed, u64::MAX);
-    let mut n_pos = (n as f64 * config.positive_fraction).round() as usize;
+    plan_split(
+        config.cases,
+        config.positive_fraction,
+        config.test_fraction,
+        config.seed,
+    )
+}
+
+/// [`plan`] for `n` cases: `(positive, test)` per case.
+pub(crate) fn plan_split(
+    n: usize,
+    positive_fraction: f64,
+    test_fraction: f64,
+    seed: u64,
+) -> Vec<(bool, bool)> {
+    let mut rng = Rng::fork(seed, u64::MAX);
+    let mut n_pos = (n as f64 * positive_fraction).round() as usize;
     if n >= 2 {
         n_pos = n_pos.clamp(1, n - 1);
     }
-    let n_test = ((n as f64 * config.test_fraction).round() as usize).min(n.saturating_sub(2));
+    let n_test = ((n as f64 * test_fraction).round() as usize).min(n.saturating_sub(2));
     // Stratified: split positives and negatives separately.
     let n_test_pos = ((n_test as f64) * n_pos as f64 / n.max(1) as f64).round() as usize;
     let n_test_pos = n_test_pos.min(n_pos.saturating_sub(1)).min(n_test);
@@ -558,6 +601,8 @@ pub struct CaseRecord {
     pub split: &'static str,
     pub lesions: Vec<LesionInfo>,
     pub lesion_voxels: usize,
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub provenance: Option<serde_json::Value>,
 }
 
 /// Writes a synthetic dataset in the Decathlon layout (`imagesTr/`,
@@ -570,12 +615,35 @@ pub fn write_dataset(
     overwrite: bool,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Vec<CaseRecord>> {
+    let flags = plan(config);
+    let meta = serde_json::json!({ "config": config });
+    let description = "Synthetic head-like MRI with lesions, written by `tonno synth`";
+    write_cases(
+        out,
+        flags.len(),
+        &|i| generate_case(config, i, flags[i].0, flags[i].1),
+        (description, meta),
+        overwrite,
+        progress,
+    )
+}
+
+/// Writes `cases` cases made by `generate(i)` in the layout of
+/// [`write_dataset`]; `synth.json` holds `meta` (an object) and the cases.
+pub(crate) fn write_cases(
+    out: &std::path::Path,
+    cases: usize,
+    generate: &(dyn Fn(usize) -> Result<SynthCase> + Sync),
+    (description, meta): (&str, serde_json::Value),
+    overwrite: bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<CaseRecord>> {
     use rayon::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::io::{DataType, write_image};
 
-    if config.cases == 0 {
+    if cases == 0 {
         return Err(Error::invalid("cases", "0; ask for at least one case"));
     }
     let non_empty = out.is_dir()
@@ -595,14 +663,12 @@ pub fn write_dataset(
         let d = out.join(sub);
         std::fs::create_dir_all(&d).map_err(|source| Error::Write { path: d, source })?;
     }
-    let flags = plan(config);
     let done = AtomicUsize::new(0);
-    let records: Vec<CaseRecord> = flags
-        .par_iter()
-        .enumerate()
-        .map(|(i, &(positive, test))| {
-            let case = generate_case(config, i, positive, test)?;
-            let (img_dir, lbl_dir) = if test {
+    let records: Vec<CaseRecord> = (0..cases)
+        .into_par_iter()
+        .map(|i| {
+            let case = generate(i)?;
+            let (img_dir, lbl_dir) = if case.test {
                 ("imagesTs", "labelsTs")
             } else {
                 ("imagesTr", "labelsTr")
@@ -622,13 +688,14 @@ pub fn write_dataset(
                 None,
                 overwrite,
             )?;
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1, flags.len());
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, cases);
             Ok(CaseRecord {
                 lesion_voxels: case.mask.data().iter().filter(|&&m| m > 0.0).count(),
                 label: case.label(),
-                split: if test { "test" } else { "train" },
+                split: if case.test { "test" } else { "train" },
                 lesions: case.lesions,
                 name: case.name,
+                provenance: case.provenance,
             })
         })
         .collect::<Result<_>>()?;
@@ -649,7 +716,7 @@ pub fn write_dataset(
         .collect();
     let dataset = serde_json::json!({
         "name": "tonno-synth",
-        "description": "Synthetic head-like MRI with lesions, written by `tonno synth`",
+        "description": description,
         "tensorImageSize": "3D",
         "modality": {"0": "MRI"},
         "labels": {"0": "background", "1": "lesion"},
@@ -669,11 +736,25 @@ pub fn write_dataset(
         })
     };
     write_json("dataset.json", &dataset)?;
-    write_json(
-        "synth.json",
-        &serde_json::json!({ "config": config, "cases": records }),
-    )?;
+    let mut synth = meta;
+    synth["cases"] = serde_json::to_value(&records).expect("records serialise");
+    write_json("synth.json", &synth)?;
     let rows: Vec<(String, bool)> = records.iter().map(|r| (r.name.clone(), r.label)).collect();
-    crate::io::dataset::write_labels_csv(&out.join("labels.csv"), &rows, overwrite)?;
+    let subjects: Option<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            r.provenance
+                .as_ref()
+                .and_then(|p| p.get("source"))
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    crate::io::dataset::write_labels_csv(
+        &out.join("labels.csv"),
+        &rows,
+        subjects.as_deref(),
+        overwrite,
+    )?;
     Ok(records)
 }
