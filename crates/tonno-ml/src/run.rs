@@ -135,6 +135,13 @@ impl RunDir {
         })
     }
 
+    /// Writes `config.toml` (atomically, as [`Self::write_text`]).
+    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
+        let text =
+            toml::to_string_pretty(config).map_err(|e| Error::invalid("config", e.to_string()))?;
+        self.write_text(&self.config(), &text)
+    }
+
     /// Writes `text` to `path` through a temporary file and a rename.
     pub fn write_text(&self, path: &Path, text: &str) -> Result<()> {
         let tmp = tmp_name(path);

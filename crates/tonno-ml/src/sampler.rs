@@ -17,8 +17,8 @@
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tonno_core::affine::Vec3;
-use tonno_core::geometry::{Ball, Frame, Plane, TomoGeometry, sample_plane};
+use tonno_core::affine::{Vec3, dot};
+use tonno_core::geometry::{Ball, Frame, Plane, TomoGeometry, fibonacci_hemisphere, sample_plane};
 use tonno_core::normalize::{Normalization, foreground, foreground_ball, normalize, quantile};
 use tonno_core::rng::Rng;
 use tonno_core::volume::Volume;
@@ -202,7 +202,7 @@ impl PreparedVolume {
         let (lo, hi) = self
             .extent_points
             .iter()
-            .map(|p| p[0] * n[0] + p[1] * n[1] + p[2] * n[2])
+            .map(|&p| dot(p, n))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), t| {
                 (l.min(t), h.max(t))
             });
@@ -220,14 +220,20 @@ impl PreparedVolume {
         slices: usize,
         pixels: usize,
     ) -> Result<Vec<Plane>> {
-        let g = self.geometry(directions, slices.max(3), pixels)?;
+        if directions == 0 || slices == 0 {
+            return Err(Error::invalid(
+                "validation slices",
+                format!("{directions} directions x {slices} offsets; need at least one of each"),
+            ));
+        }
         let rho = self.ball.radius_mm;
         let mut planes = Vec::with_capacity(directions * slices);
-        for f in &g.frames {
+        for n in fibonacci_hemisphere(directions) {
+            let f = Frame::from_normal(n, 0.0);
             let (lo, hi) = self.offset_range(f.n);
             for j in 0..slices {
                 let t = lo + (j as f64 + 0.5) / slices as f64 * (hi - lo);
-                planes.push(Plane::centered(self.ball.center_mm, f, t, rho, pixels));
+                planes.push(Plane::centered(self.ball.center_mm, &f, t, rho, pixels));
             }
         }
         Ok(planes)

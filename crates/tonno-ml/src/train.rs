@@ -54,6 +54,17 @@ pub enum Objective {
     Mil { bag: usize, r: f32 },
 }
 
+impl Aggregate {
+    /// The AUROC this aggregate selects on, chance (0.5) when undefined.
+    fn pick(self, max: Option<f64>, mean: Option<f64>) -> f64 {
+        match self {
+            Self::Max => max,
+            Self::Mean => mean,
+        }
+        .unwrap_or(0.5)
+    }
+}
+
 impl Default for Objective {
     fn default() -> Self {
         Self::Mil { bag: 8, r: 4.0 }
@@ -617,9 +628,7 @@ pub fn train(
         data: prepared.record.clone(),
     };
     if resume_state.is_none() {
-        let text = toml::to_string_pretty(&run_config)
-            .map_err(|e| Error::invalid("config", e.to_string()))?;
-        dir.write_text(&dir.config(), &text)?;
+        dir.write_config(&run_config)?;
     }
     let device = config.device.open()?;
     let ad = device.clone().autodiff();
@@ -757,11 +766,7 @@ pub fn train(
             }
             let train_secs = epoch_start.elapsed().as_secs_f64();
             let (au_max, au_mean) = validate(&model, &device, &val_slices, &prepared.val, c, p)?;
-            let auroc = match config.selection {
-                Aggregate::Max => au_max,
-                Aggregate::Mean => au_mean,
-            }
-            .unwrap_or(0.5);
+            let auroc = config.selection.pick(au_max, au_mean);
             state.epoch += 1;
             let score = selection_score(&history, auroc, state.epoch, &config);
             let best = score.is_some_and(|s| s > state.best_score);
@@ -823,9 +828,7 @@ pub fn train(
                 config.epochs = fit.max(2);
                 config.fit_epochs_to_budget = false;
                 run_config.train = config.clone();
-                let text = toml::to_string_pretty(&run_config)
-                    .map_err(|e| Error::invalid("config", e.to_string()))?;
-                dir.write_text(&dir.config(), &text)?;
+                dir.write_config(&run_config)?;
                 let msg = format!(
                     "schedule fitted to the {:.1}-minute budget: {} epochs ({:.1} s per epoch)",
                     b / 60.0,
@@ -863,7 +866,9 @@ pub fn train(
             source,
         })?;
         state.best_epoch = state.epoch;
-        state.best_score = history.last().and_then(|m| m.val_auroc_max).unwrap_or(0.5);
+        state.best_score = history.last().map_or(0.5, |m| {
+            config.selection.pick(m.val_auroc_max, m.val_auroc_mean)
+        });
         dir.log_line(&format!(
             "no epoch after the first {:.0}% of the schedule was reached; model.bpk is the last epoch's",
             config.selection_start * 100.0
@@ -919,13 +924,7 @@ fn selection_score(
         .iter()
         .rev()
         .take(config.selection_window - 1)
-        .map(|m| {
-            match config.selection {
-                Aggregate::Max => m.val_auroc_max,
-                Aggregate::Mean => m.val_auroc_mean,
-            }
-            .unwrap_or(0.5)
-        });
+        .map(|m| config.selection.pick(m.val_auroc_max, m.val_auroc_mean));
     let values: Vec<f64> = earlier.chain([auroc]).collect();
     Some(values.iter().sum::<f64>() / values.len() as f64)
 }

@@ -299,21 +299,20 @@ fn plain_cases(root: &Path) -> Result<Vec<Case>> {
 /// Reads `case,label` rows and sets the labels. Every row must name a case
 /// of the dataset and give 0 or 1.
 fn apply_csv(cases: &mut [Case], csv_path: &Path) -> Result<()> {
-    let labels = read_labels_csv(csv_path)?;
-    let subjects = read_subjects_csv(csv_path)?;
+    let rows = read_labelled_rows(csv_path)?;
     let index: HashMap<String, usize> = cases
         .iter()
         .enumerate()
         .map(|(i, c)| (c.name.clone(), i))
         .collect();
-    for (name, label) in labels {
+    for (name, label, subject) in rows {
         let i = *index.get(&name).ok_or_else(|| {
             Error::dataset(
                 csv_path,
                 format!("names case {name:?}, which has no image in the dataset"),
             )
         })?;
-        cases[i].subject = subjects.get(&name).cloned();
+        cases[i].subject = subject;
         cases[i].label = Some(label);
     }
     Ok(())
@@ -321,6 +320,15 @@ fn apply_csv(cases: &mut [Case], csv_path: &Path) -> Result<()> {
 
 /// Parses a `case,label` CSV (header required; extra columns ignored).
 pub fn read_labels_csv(path: &Path) -> Result<Vec<(String, bool)>> {
+    Ok(read_labelled_rows(path)?
+        .into_iter()
+        .map(|(case, label, _)| (case, label))
+        .collect())
+}
+
+/// [`read_labels_csv`] with the optional `subject` column (`None` where the
+/// column is absent or the cell empty).
+fn read_labelled_rows(path: &Path) -> Result<Vec<(String, bool, Option<String>)>> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .comment(Some(b'#'))
@@ -337,6 +345,7 @@ pub fn read_labels_csv(path: &Path) -> Result<Vec<(String, bool)>> {
         .map_err(|e| Error::dataset(path, format!("cannot read the header row: {e}")))?
         .clone();
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let si = col("subject");
     let (Some(ci), Some(li)) = (col("case"), col("label")) else {
         return Err(Error::dataset(
             path,
@@ -375,37 +384,14 @@ pub fn read_labels_csv(path: &Path) -> Result<Vec<(String, bool)>> {
                 format!("line {line}: case {case:?} already listed on line {prev}"),
             ));
         }
-        out.push((case, label));
+        let subject = si
+            .and_then(|si| rec.get(si))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        out.push((case, label, subject));
     }
     if out.is_empty() {
         return Err(Error::dataset(path, "no labelled cases"));
-    }
-    Ok(out)
-}
-
-/// The optional `subject` column of a labels CSV: case -> subject (empty
-/// when the column is absent; empty cells are left out).
-pub fn read_subjects_csv(path: &Path) -> Result<HashMap<String, String>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_path(path)
-        .map_err(|e| Error::dataset(path, format!("{e}")))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| Error::dataset(path, format!("cannot read the header row: {e}")))?
-        .clone();
-    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (Some(ci), Some(si)) = (col("case"), col("subject")) else {
-        return Ok(HashMap::new());
-    };
-    let mut out = HashMap::new();
-    for (row, rec) in reader.records().enumerate() {
-        let rec = rec.map_err(|e| Error::dataset(path, format!("line {}: {e}", row + 2)))?;
-        let subject = rec.get(si).unwrap_or("");
-        if !subject.is_empty() {
-            out.insert(rec.get(ci).unwrap_or("").to_string(), subject.to_string());
-        }
     }
     Ok(out)
 }

@@ -23,7 +23,7 @@ use super::{Ellipsoid, Field, Lesion, LesionInfo, SynthCase, lesion_axes, lesion
 use crate::affine::{Affine, Vec3, cross, dot, norm, sub};
 use crate::error::{Error, Result};
 use crate::io::{dataset::list_images, read_image};
-use crate::normalize::{foreground_mask, quantile};
+use crate::normalize::{foreground_ball, foreground_mask, quantile};
 use crate::rng::Rng;
 use crate::volume::Volume;
 
@@ -269,19 +269,7 @@ fn load_source(path: &Path) -> Result<Source> {
             ),
         ));
     }
-    let [nx, ny, _] = volume.shape();
-    let mut sum = [0.0f64; 3];
-    for (idx, _) in solid.iter().enumerate().filter(|(_, m)| **m) {
-        let w = volume.voxel_to_world([
-            (idx % nx) as f64,
-            ((idx / nx) % ny) as f64,
-            (idx / (nx * ny)) as f64,
-        ]);
-        for a in 0..3 {
-            sum[a] += w[a];
-        }
-    }
-    let center_mm = sum.map(|s| s / count as f64);
+    let center_mm = foreground_ball(&volume, &solid).center_mm;
     let scaled: Vec<f32> = volume.data().iter().map(|v| v / median).collect();
     let solid_v = volume.same_grid(solid.iter().map(|&m| m as u8 as f32).collect())?;
     Ok(Source {
@@ -354,9 +342,10 @@ fn edt_line(f: &mut [f64], w2: f64) {
     let mut k = 0usize;
     z[0] = f64::NEG_INFINITY;
     z[1] = f64::INFINITY;
+    // Where the parabolas rooted at q and p (q > p) intersect.
     let inter = |q: usize, p: usize| {
-        let (q, p) = (q as f64, p as f64);
-        ((src[q as usize] + w2 * q * q) - (src[p as usize] + w2 * p * p)) / (2.0 * w2 * (q - p))
+        let (qf, pf) = (q as f64, p as f64);
+        ((src[q] + w2 * qf * qf) - (src[p] + w2 * pf * pf)) / (2.0 * w2 * (qf - pf))
     };
     for q in 1..n {
         let mut s = inter(q, v[k]);
@@ -462,8 +451,8 @@ impl Tumour {
         max_semi * (1.0 + wobble + self.oedema.map_or(0.0, |o| o.0))
     }
 
-    /// Multiplicative intensity factor at `p` and whether `p` is in the tumour.
-    fn factor(&self, p: Vec3, spacing_mm: f64, texture: &Field) -> (f64, bool) {
+    /// Multiplicative intensity factor at `p`.
+    fn factor(&self, p: Vec3, spacing_mm: f64, texture: &Field) -> f64 {
         let s = self.lesion.inside(p);
         let r = self.lesion.radius_mm;
         // Partial volume over about one voxel.
@@ -477,7 +466,7 @@ impl Tumour {
             _ => 1.0,
         };
         if edge <= 0.0 {
-            return (outside, false);
+            return outside;
         }
         let hetero = 1.0 + 0.2 * texture.at(p);
         let mut change = self.lesion.contrast * hetero;
@@ -492,7 +481,7 @@ impl Tumour {
             change = c * hetero;
         }
         let inside = (1.0 + change).max(0.02);
-        (outside * (1.0 - edge) + inside * edge, s > 0.0)
+        outside * (1.0 - edge) + inside * edge
     }
 
     fn info(&self) -> LesionInfo {
@@ -711,12 +700,13 @@ pub fn generate_case(
                         ];
                         let mut v = src.volume.sample_world(to_source(p), 0, background) as f64;
                         for t in &tumours {
-                            v *= t.factor(p, h, &texture).0;
+                            v *= t.factor(p, h, &texture);
                         }
                         acc += v;
                     }
                     let mut v = acc / (sub_n * sub_n * sub_n) as f64;
-                    if tumours.iter().any(|t| t.factor(centre, h, &texture).1) {
+                    // The mask: voxel centres inside a tumour (core and rim included).
+                    if tumours.iter().any(|t| t.lesion.inside(centre) > 0.0) {
                         msk[i + n * j] = 1.0;
                     }
                     v *= 1.0 + config.bias * bias.at(centre).clamp(-2.0, 2.0) / 2.0;
@@ -830,13 +820,13 @@ pub fn write_dataset(
     let plans = plan(config, sources.len())?;
     let meta = serde_json::json!({
         "config": config,
-        "anatomy": sources.iter().map(|s| serde_json::json!({
+        "anatomy": sources.iter().enumerate().map(|(i, s)| serde_json::json!({
             "name": s.name,
             "path": s.path,
             "shape": s.volume.shape(),
             "spacing_mm": s.volume.spacing_mm(),
             "foreground_voxels": s.foreground_voxels,
-            "test": plans.iter().any(|p| p.source == sources.iter().position(|x| x.name == s.name).unwrap_or(usize::MAX) && p.test),
+            "test": plans.iter().any(|p| p.source == i && p.test),
         })).collect::<Vec<_>>(),
     });
     super::write_cases(
