@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check of tonno's GPU path (see ../shared/GPU.md): run on the
+# The device check of tonno's GPU path (docs/gpu.md says how to prepare it): run on the
 # lent machine from the repository root, carrying .devcarry (the stripped,
 # xz-compressed `tonno` built with `--features vulkan`, and the Vulkan loader
 # packages in .devcarry/gl). Prints each figure as soon as it is measured.
