@@ -19,7 +19,7 @@ use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel};
 use tonno_ml::run::TrainedModel;
 use tonno_ml::train::{DataSpec, RunMode, Silent, TrainConfig, train};
 
-use crate::eval::{MethodRow, evaluate_method, pairs, table};
+use crate::eval::{MethodRow, auto_columns, auto_summary, evaluate_method, pairs, table};
 use crate::render::{self, Plane, Rgb};
 use crate::segment::{Job, segment_file};
 
@@ -225,8 +225,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             sampling: &sampling,
             methods,
             threshold: None,
+            auto_fraction: None,
             force: true,
             sum: false,
+            // The demo evaluates heatmaps, not masks: no scores, no gate.
+            rule: None,
+            decision: None,
+            gate: false,
+            body_mask: true,
         };
         let t = Instant::now();
         for f in files {
@@ -275,6 +281,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         rows.push(MethodRow {
             method: m.name().to_string(),
             eval: evaluate_method(&test, Some(&val), "auto")?,
+            classification: None,
+            auto_rule: Some(auto_summary(&test, m.auto_fraction(), None)?),
+            oracle_dice: None,
         });
         oracle.push(
             evaluate_method(&test, None, "auto")?
@@ -332,7 +341,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ],
     );
     std::fs::write(report.join("dice_vs_k.svg"), svg)?;
-    let table_md = table(&rows, &[("oracle Dice", oracle), ("s / volume", seconds)]);
+    let auto = auto_columns(&rows);
+    let table_md = table(
+        &rows,
+        &[
+            auto[0].clone(),
+            auto[1].clone(),
+            ("oracle Dice", oracle),
+            ("s / volume", seconds),
+        ],
+    );
     let wall = started.elapsed().as_secs_f64();
     let mut md = format!(
         "# tonno demo\n\nCommand: `tonno demo{}{}` (seed {}), {:.1} minutes on this machine.\n\n\

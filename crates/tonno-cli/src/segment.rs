@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde::Serialize;
+use tonno_core::eval::auto_threshold;
 use tonno_core::geometry::Ball;
 use tonno_core::io::{DataType, case_name, is_image_file, read_image, write_image};
-use tonno_core::normalize::Normalization;
+use tonno_core::normalize::{BODY_MARGIN_VOXELS, Normalization, body_mask};
 use tonno_core::radon::Padding;
+use tonno_ml::decision::{Decision, ScoreRule};
 use tonno_ml::device::DeviceChoice;
 use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel, Timings, segment};
 use tonno_ml::run::TrainedModel;
@@ -47,9 +49,24 @@ pub struct Args {
     /// ToNNO profile values: the logit (paper) or its sigmoid.
     #[arg(long, value_enum, default_value_t = ProfileArg::Logit)]
     profile: ProfileArg,
-    /// Also write a uint8 mask of heatmap > T.
+    /// Also write a uint8 mask of heatmap > T: a value, or `auto` (each
+    /// scan's own threshold, a method's fraction of the way from its heatmap's
+    /// median to its maximum over the body; no mask needed to choose it).
+    #[arg(long, value_parser = parse_threshold, allow_negative_numbers = true)]
+    threshold: Option<MaskThreshold>,
+    /// The fraction of `--threshold auto` (0 to 1; default: each method's
+    /// own, measured on the real-anatomy benchmark's validation subjects).
     #[arg(long)]
-    threshold: Option<f32>,
+    auto_fraction: Option<f64>,
+    /// Keep the masks of scans the model calls negative (by default they are
+    /// empty: the decision threshold stored in the run says which scans hold
+    /// a lesion).
+    #[arg(long)]
+    no_gate: bool,
+    /// Keep heatmap values outside the body (by default every heatmap is set
+    /// to its lowest value outside the scan's foreground, holes filled).
+    #[arg(long)]
+    no_body_mask: bool,
     /// cpu, vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -67,6 +84,24 @@ pub struct Args {
     json: bool,
 }
 
+/// How a heatmap becomes a mask.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaskThreshold {
+    /// [`auto_threshold`] of each heatmap.
+    Auto,
+    Value(f32),
+}
+
+fn parse_threshold(s: &str) -> Result<MaskThreshold, String> {
+    if s == "auto" {
+        return Ok(MaskThreshold::Auto);
+    }
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(MaskThreshold::Value(v)),
+        _ => Err(format!("{s:?} is neither auto nor a finite number")),
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ProfileArg {
     Logit,
@@ -77,6 +112,12 @@ pub enum ProfileArg {
 pub struct CaseResult {
     pub case: String,
     pub input: PathBuf,
+    /// The scan's score (a logit) by the run's score rule, with a trained model.
+    pub score: Option<f64>,
+    /// Whether the run's decision threshold calls the scan positive.
+    pub predicted: Option<bool>,
+    /// Whether its masks were emptied by the gate.
+    pub gated: bool,
     pub outputs: Vec<PathBuf>,
     pub seconds: f64,
     pub timings: Timings,
@@ -131,6 +172,12 @@ pub fn parse_methods(names: &[String]) -> anyhow::Result<Vec<Method>> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(f) = a.auto_fraction {
+        anyhow::ensure!(
+            f > 0.0 && f < 1.0,
+            "--auto-fraction {f}: must be between 0 and 1"
+        );
+    }
     let methods = parse_methods(&a.methods)?;
     let files = inputs(&a.input)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -169,6 +216,34 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let sum = trained.is_none();
+    let predictions = a.out.join("predictions.csv");
+    // The volume-level answer: a score for every scan, and the decision
+    // threshold chosen at training time on the validation labels.
+    let (rule, decision) = match (&trained, &a.model) {
+        (Some(t), Some(run)) => {
+            let path = run.join(Decision::FILE);
+            let decision = if a.no_gate && !path.exists() {
+                None
+            } else {
+                Some(Decision::read(&path)?)
+            };
+            if !a.force && predictions.exists() {
+                anyhow::bail!(
+                    "{} already exists; pass --force to replace it",
+                    predictions.display()
+                );
+            }
+            (
+                Some(
+                    decision
+                        .as_ref()
+                        .map_or(t.config.train.score_rule(), |d| d.rule),
+                ),
+                decision,
+            )
+        }
+        _ => (None, None),
+    };
     let bar = progress::bar(files.len() as u64, "segment");
     let mut results = Vec::new();
     let mut failures = 0usize;
@@ -179,8 +254,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             sampling: &sampling,
             methods: &methods,
             threshold: a.threshold,
+            auto_fraction: a.auto_fraction,
             force: a.force,
             sum,
+            rule: rule.as_ref(),
+            decision: decision.as_ref(),
+            gate: !a.no_gate,
+            // The sum encoder checks the transform itself: nothing is masked.
+            body_mask: !a.no_body_mask && !sum,
         };
         match config.and_then(|c| segment_file(file, &a.out, &job, &c)) {
             Ok(r) => results.push(r),
@@ -195,6 +276,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if rule.is_some() && !results.is_empty() {
+        write_predictions(&predictions, &results)?;
+    }
     if a.json {
         println!(
             "{}",
@@ -204,8 +288,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     } else {
         for r in &results {
+            let verdict = match (r.score, r.predicted) {
+                (Some(s), Some(p)) => format!(
+                    ", score {s:.3}: {}{}",
+                    if p { "positive" } else { "negative" },
+                    if r.gated { ", empty mask" } else { "" }
+                ),
+                (Some(s), None) => format!(", score {s:.3}"),
+                _ => String::new(),
+            };
             println!(
-                "{}: {} heatmap(s) in {:.1}s (slicing {:.1}s, encoder {:.1}s, reconstruction {:.1}s)",
+                "{}: {} heatmap(s) in {:.1}s (slicing {:.1}s, encoder {:.1}s, reconstruction {:.1}s){verdict}",
                 r.case,
                 r.outputs.len(),
                 r.seconds,
@@ -238,10 +331,52 @@ pub struct Job<'a> {
     /// How the model's training slices were made.
     pub sampling: &'a SamplingConfig,
     pub methods: &'a [Method],
-    pub threshold: Option<f32>,
+    pub threshold: Option<MaskThreshold>,
+    /// The fraction of [`MaskThreshold::Auto`] (`None`: each method's own).
+    pub auto_fraction: Option<f64>,
     pub force: bool,
     /// The exact "sum" encoder: raw intensities, zero outside, the covering ball.
     pub sum: bool,
+    /// How a scan's score is computed (a trained model only).
+    pub rule: Option<&'a ScoreRule>,
+    /// The run's decision threshold, when it has one.
+    pub decision: Option<&'a Decision>,
+    /// Empty the masks of scans the decision calls negative.
+    pub gate: bool,
+    /// Restrict every heatmap to the body ([`restrict_to_body`]).
+    pub body_mask: bool,
+}
+
+/// Sets `heatmap` to its lowest value wherever `body` is false: streaks and
+/// noise in the air around the scan cannot become mask voxels, whatever the
+/// threshold (a logit-scale heatmap can be negative, so 0 would not do).
+pub fn restrict_to_body(heatmap: &mut [f32], body: &[bool]) {
+    let low = heatmap
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f32::INFINITY, f32::min);
+    if low.is_finite() {
+        for (h, &b) in heatmap.iter_mut().zip(body) {
+            if !b {
+                *h = low;
+            }
+        }
+    }
+}
+
+/// `OUT/predictions.csv`: case, score, predicted label (1, 0, or empty
+/// without a decision threshold), written through a temporary file.
+fn write_predictions(path: &Path, results: &[CaseResult]) -> anyhow::Result<()> {
+    let mut text = String::from("case,score,predicted\n");
+    for r in results {
+        let score = r.score.map_or(String::new(), |s| format!("{s:.6}"));
+        let predicted = r.predicted.map_or("", |p| if p { "1" } else { "0" });
+        text += &format!("{},{score},{predicted}\n", r.case);
+    }
+    let tmp = path.with_file_name(".predictions.csv.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn segment_config(
@@ -309,20 +444,49 @@ pub fn segment_file(
         prepared.background = 0.0;
         prepared.ball = Ball::covering(&img.volume);
     }
+    let score = match (job.rule, job.model) {
+        (
+            Some(rule),
+            SliceModel::Net {
+                encoder,
+                device,
+                batch,
+            },
+        ) => Some(
+            rule.score(encoder, device, &prepared, job.sampling.slice_size, *batch)
+                .with_context(|| format!("scoring {}", file.display()))?,
+        ),
+        _ => None,
+    };
+    let predicted = score.zip(job.decision).map(|(s, d)| d.positive(s));
+    let gated = job.gate && predicted == Some(false);
     let (heatmaps, timings) = segment(&prepared, job.model, job.methods, config)
         .with_context(|| format!("segmenting {}", file.display()))?;
+    let body = job
+        .body_mask
+        .then(|| body_mask(&img.volume, BODY_MARGIN_VOXELS));
     let mut outputs = Vec::new();
-    for h in heatmaps {
+    for mut h in heatmaps {
+        if let Some(body) = &body {
+            restrict_to_body(h.volume.data_mut(), body);
+        }
         let p = out_path(h.method, false);
         write_image(&p, &h.volume, DataType::F32, Some(&img.info), job.force)
             .with_context(|| format!("writing {}", p.display()))?;
         outputs.push(p);
-        if let Some(t) = job.threshold {
+        if let Some(threshold) = job.threshold {
+            let t = match threshold {
+                MaskThreshold::Value(t) => t,
+                MaskThreshold::Auto => auto_threshold(
+                    h.volume.data(),
+                    job.auto_fraction.unwrap_or(h.method.auto_fraction()),
+                ),
+            };
             let mask = h.volume.same_grid(
                 h.volume
                     .data()
                     .iter()
-                    .map(|&v| (v > t) as u8 as f32)
+                    .map(|&v| (!gated && v > t) as u8 as f32)
                     .collect(),
             )?;
             let p = out_path(h.method, true);
@@ -334,8 +498,35 @@ pub fn segment_file(
     Ok(CaseResult {
         case,
         input: file.to_path_buf(),
+        score,
+        predicted,
+        gated,
         outputs,
         seconds: start.elapsed().as_secs_f64(),
         timings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_the_body_every_heatmap_takes_its_lowest_value() {
+        let mut h = vec![3.0, -2.0, 7.0, 0.5, -9.0];
+        let body = [true, true, false, true, false];
+        restrict_to_body(&mut h, &body);
+        assert_eq!(h, [3.0, -2.0, -9.0, 0.5, -9.0]);
+        // A mask at any threshold above the minimum keeps none of the air.
+        assert!(h.iter().zip(&body).all(|(&v, &b)| b || v <= -9.0));
+    }
+
+    #[test]
+    fn thresholds_are_auto_or_finite_numbers() {
+        assert_eq!(parse_threshold("auto"), Ok(MaskThreshold::Auto));
+        assert_eq!(parse_threshold("-1.5"), Ok(MaskThreshold::Value(-1.5)));
+        for bad in ["foo", "nan", "inf", ""] {
+            assert!(parse_threshold(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -338,6 +338,30 @@ fn eval_reports_monai_dice_and_hd95_and_names_missing_heatmaps() {
     // The oracle threshold is labelled as such.
     let text = tonno(dir.path(), &["eval", "--pred", "pred", "--truth", "truth"]).ok();
     assert!(text.contains("oracle"), "{text}");
+    // The scan-level answer of `tonno segment`'s predictions.csv is scored
+    // against the masks (c1's holds a lesion).
+    let eval_json = |csv: &str| {
+        std::fs::write(dir.path().join("pred/predictions.csv"), csv).unwrap();
+        tonno(
+            dir.path(),
+            &["eval", "--pred", "pred", "--truth", "truth", "--json"],
+        )
+    };
+    let c = &eval_json("case,score,predicted\nc1,2.5,1\n").json()[0]["classification"];
+    assert_eq!(
+        (c["cases"].as_u64(), c["positives"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (c["accuracy"].as_f64(), c["sensitivity"].as_f64()),
+        (Some(1.0), Some(1.0))
+    );
+    assert!(c["auroc"].is_null() && c["specificity"].is_null(), "{c}");
+    let c = &eval_json("case,score,predicted\nc1,-3,0\n").json()[0]["classification"];
+    assert_eq!(c["accuracy"].as_f64(), Some(0.0));
+    eval_json("case,score,predicted\nc1,abc,1\n").fails_with(&["predictions.csv", "line 2"]);
+    eval_json("case,score,predicted\nc9,1,1\n").fails_with(&["no row for case c1"]);
+    std::fs::remove_file(dir.path().join("pred/predictions.csv")).unwrap();
     // A case without a heatmap is an error naming it.
     std::fs::copy(m.join("truth.nii.gz"), dir.path().join("truth/c2.nii.gz")).unwrap();
     tonno(

@@ -198,6 +198,23 @@ fn segment_writes_every_method_on_the_inputs_grid_and_reports_bad_files() {
             );
         }
     }
+    // Every scored scan is in predictions.csv, with the run's threshold.
+    let decision: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run/decision.json")).unwrap(),
+    )
+    .unwrap();
+    let threshold = decision["threshold"].as_f64().unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("seg/predictions.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("case,score,predicted"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), names.len(), "{csv}");
+    for (row, case) in summary["cases"].as_array().unwrap().iter().zip(&rows) {
+        let score: f64 = case[1].parse().unwrap();
+        assert_eq!(row["case"].as_str(), Some(case[0]));
+        assert!((row["score"].as_f64().unwrap() - score).abs() < 1e-5);
+        assert_eq!(case[2], if score > threshold { "1" } else { "0" }, "{csv}");
+    }
     // Existing outputs are not replaced without --force.
     let one = dir
         .path()
@@ -220,6 +237,117 @@ fn segment_writes_every_method_on_the_inputs_grid_and_reports_bad_files() {
         ],
     )
     .fails_with(&["already exists"]);
+}
+
+fn intensity_max(dir: &Path, file: &str) -> f64 {
+    tonno(dir, &["info", file, "--json"]).json()["intensity_max"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn the_gate_empties_the_masks_of_scans_called_negative_and_needs_a_stored_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    tonno(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "d",
+            "--config",
+            "train.toml",
+            "--out",
+            "run",
+        ],
+    )
+    .ok();
+    let input = std::fs::read_dir(dir.path().join("d/imagesTs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let case = tonno_core_case(&input);
+    let segment = |out: &str, extra: &[&str]| {
+        tonno(
+            dir.path(),
+            &[
+                &[
+                    "segment",
+                    "--model",
+                    "run",
+                    "--input",
+                    input.to_str().unwrap(),
+                    "--out",
+                    out,
+                    "--directions",
+                    "4",
+                    "--slices",
+                    "8",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    // A threshold above any score calls the scan negative: an empty mask,
+    // while its heatmap is kept as it is.
+    let path = dir.path().join("run/decision.json");
+    let mut d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    d["threshold"] = serde_json::json!(1e30);
+    std::fs::write(&path, d.to_string()).unwrap();
+    segment("gated", &["--threshold", "-1e30"]).ok();
+    let mask = format!("gated/{case}_tonno_mask.nii.gz");
+    assert_eq!(intensity_max(dir.path(), &mask), 0.0);
+    let csv = std::fs::read_to_string(dir.path().join("gated/predictions.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().ends_with(",0"), "{csv}");
+    // --no-gate keeps the mask (every voxel is above -1e30).
+    segment("open", &["--no-gate", "--threshold", "-1e30"]).ok();
+    let mask = format!("open/{case}_tonno_mask.nii.gz");
+    assert_eq!(intensity_max(dir.path(), &mask), 1.0);
+    // --threshold auto: each heatmap's own threshold, never an empty mask
+    // when the heatmap has a peak; bad values are refused by name.
+    segment(
+        "auto",
+        &["--no-gate", "--threshold", "auto", "--method", "all"],
+    )
+    .ok();
+    let mut peaked = 0;
+    for m in [
+        "tonno",
+        "averaged-gradcam",
+        "averaged-layercam",
+        "tomographic-gradcam",
+    ] {
+        let heat = format!("auto/{case}_{m}.nii.gz");
+        let info = tonno(dir.path(), &["info", &heat, "--json"]).json();
+        let mask = format!("auto/{case}_{m}_mask.nii.gz");
+        // A CAM can be 0 everywhere (nothing survives its ReLU): no peak, no mask.
+        if info["intensity_max"].as_f64() > info["intensity_min"].as_f64() {
+            assert_eq!(intensity_max(dir.path(), &mask), 1.0, "{m}");
+            peaked += 1;
+        }
+    }
+    assert!(peaked > 0, "no heatmap with a peak");
+    segment("bad", &["--threshold", "foo"]).fails_with(&["foo", "neither auto nor"]);
+    segment("bad", &["--threshold", "auto", "--auto-fraction", "1.5"])
+        .fails_with(&["--auto-fraction"]);
+    // predictions.csv is not replaced without --force.
+    std::fs::remove_file(dir.path().join(format!("open/{case}_tonno.nii.gz"))).unwrap();
+    segment("open", &["--no-gate"]).fails_with(&["predictions.csv", "--force"]);
+    // Without a stored threshold the gate refuses to guess; --no-gate still
+    // scores the scan, with no predicted label.
+    std::fs::remove_file(&path).unwrap();
+    segment("none", &[]).fails_with(&["decision.json", "--no-gate"]);
+    segment("none", &["--no-gate"]).ok();
+    let csv = std::fs::read_to_string(dir.path().join("none/predictions.csv")).unwrap();
+    let row = csv.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with(&format!("{case},")) && row.ends_with(','),
+        "{csv}"
+    );
 }
 
 fn tonno_core_case(p: &Path) -> String {

@@ -7,7 +7,8 @@
 //! A threshold is chosen on a validation set by maximising the mean Dice of
 //! its positive cases, then applied to the test set; without a validation
 //! set it is chosen on the test set itself (the "oracle" threshold) and
-//! reported as such.
+//! reported as such. [`auto_threshold`] needs no mask at all: each scan's
+//! own threshold from its heatmap (what `--threshold auto` does).
 
 use serde::Serialize;
 
@@ -52,7 +53,7 @@ impl Pair {
     }
 
     /// Voxels of the heatmap above `threshold`.
-    fn predicted_mask(&self, threshold: f32) -> Vec<bool> {
+    pub fn predicted_mask(&self, threshold: f32) -> Vec<bool> {
         self.heatmap
             .channel(0)
             .iter()
@@ -64,7 +65,8 @@ impl Pair {
         self.truth.channel(0).iter().map(|&v| v > 0.0).collect()
     }
 
-    fn positive(&self) -> bool {
+    /// Whether the mask has a lesion voxel.
+    pub fn positive(&self) -> bool {
         self.truth.channel(0).iter().any(|&v| v > 0.0)
     }
 }
@@ -79,6 +81,44 @@ pub enum ThresholdSource {
     Oracle,
     /// Given by the user.
     Given,
+    /// Each scan's own, by [`auto_threshold`] (the `threshold` field is then
+    /// the rule's fraction), with the scan-level gate where one was given.
+    Auto,
+}
+
+/// The share of the way from a heatmap's median to its maximum (over the
+/// body) where [`auto_threshold`] puts a scan's threshold when nothing
+/// better is known of the heatmap: the half maximum above the background
+/// level, as a full width at half maximum. (`tonno segment` has a measured
+/// fraction for each of its methods.)
+pub const AUTO_FRACTION: f64 = 0.5;
+
+/// A scan's own threshold, no mask needed: `median + fraction * (max -
+/// median)` of its heatmap's values above the heatmap's minimum (`tonno
+/// segment` sets every voxel outside the body to the minimum, so these are
+/// the body's). The median is the level of the tissue without a lesion (a
+/// lesion is a small share of the body), the maximum is the lesion's peak on a
+/// scan that has one, so the mask is the region brighter than halfway
+/// between: it adapts to each scan's scale and offset (a logit-scale
+/// heatmap's level moves from scan to scan), and it is never empty when the
+/// heatmap has a peak. A flat heatmap gives its maximum (an empty mask).
+pub fn auto_threshold(heatmap: &[f32], fraction: f64) -> f32 {
+    let low = heatmap
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f32::INFINITY, f32::min);
+    let body: Vec<f32> = heatmap
+        .iter()
+        .copied()
+        .filter(|&v| v.is_finite() && v > low)
+        .collect();
+    if body.is_empty() {
+        return low;
+    }
+    let median = crate::normalize::quantile(&body, 0.5) as f64;
+    let max = body.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    (median + fraction * (max - median)) as f32
 }
 
 /// One case's figures at the threshold.
@@ -173,11 +213,37 @@ pub fn best_threshold(pairs: &[Pair]) -> Result<f32> {
 
 /// Figures of `pairs` at `threshold`.
 pub fn evaluate(pairs: &[Pair], threshold: f32, source: ThresholdSource) -> Evaluation {
+    evaluate_masks(pairs, threshold as f64, source, |p| {
+        p.predicted_mask(threshold)
+    })
+}
+
+/// Figures of `pairs` with each scan's own threshold ([`auto_threshold`] at
+/// `fraction`); a scan that `gate` calls negative gets an empty mask.
+pub fn evaluate_auto(
+    pairs: &[Pair],
+    fraction: f64,
+    gate: Option<&dyn Fn(&str) -> bool>,
+) -> Evaluation {
+    evaluate_masks(pairs, fraction, ThresholdSource::Auto, |p| {
+        if gate.is_some_and(|g| !g(&p.case)) {
+            return vec![false; p.heatmap.channel(0).len()];
+        }
+        p.predicted_mask(auto_threshold(p.heatmap.channel(0), fraction))
+    })
+}
+
+fn evaluate_masks(
+    pairs: &[Pair],
+    threshold: f64,
+    source: ThresholdSource,
+    predict: impl Fn(&Pair) -> Vec<bool>,
+) -> Evaluation {
     let cases: Vec<CaseEval> = pairs
         .iter()
         .map(|p| {
             let truth = p.truth_mask();
-            let pred = p.predicted_mask(threshold);
+            let pred = predict(p);
             let positive = p.positive();
             let s = p.truth.spacing_mm();
             let voxel_ml = s[0] * s[1] * s[2] / 1000.0;
@@ -206,7 +272,7 @@ pub fn evaluate(pairs: &[Pair], threshold: f32, source: ThresholdSource) -> Eval
         .collect();
     let labels: Vec<bool> = pairs.iter().flat_map(|p| p.truth_mask()).collect();
     Evaluation {
-        threshold: threshold as f64,
+        threshold,
         threshold_source: source,
         positive_cases: cases.iter().filter(|c| c.positive).count(),
         negative_cases: cases.iter().filter(|c| !c.positive).count(),
@@ -258,6 +324,69 @@ mod tests {
         assert_eq!(e.detection.true_positives, 2);
         assert!(e.voxel_auroc.unwrap() > 0.9);
         assert_eq!((e.positive_cases, e.negative_cases), (2, 1));
+    }
+
+    #[test]
+    fn the_auto_threshold_returns_one_clear_blob_whatever_the_scale_and_offset() {
+        let d2 = |idx: usize| {
+            let (i, j, k) = (idx % 10, (idx / 10) % 10, idx / 100);
+            (i as f32 - 4.0).powi(2) + (j as f32 - 4.0).powi(2) + (k as f32 - 4.0).powi(2)
+        };
+        // Multiples of 1/1024, so that the affine maps below are exact in f32.
+        let base: Vec<f32> = pair("a", true, 0.0)
+            .heatmap
+            .data()
+            .iter()
+            .map(|&v| (v * 1024.0).round() / 1024.0)
+            .collect();
+        let blob_of = |heat: &[f32]| -> Vec<bool> {
+            let t = auto_threshold(heat, AUTO_FRACTION);
+            heat.iter().map(|&v| v > t).collect()
+        };
+        let blob = blob_of(&base);
+        // The blob is a ball around the peak, within the half maximum.
+        assert!(blob[4 + 10 * (4 + 10 * 4)], "the peak is in the mask");
+        let inside = (0..1000)
+            .filter(|&i| blob[i])
+            .map(d2)
+            .fold(0.0f32, f32::max);
+        let outside = (0..1000)
+            .filter(|&i| !blob[i])
+            .map(d2)
+            .fold(f32::INFINITY, f32::min);
+        assert!(inside < outside, "not a ball: {inside} vs {outside}");
+        assert!((0..1000).filter(|&i| blob[i]).all(|i| base[i] > 0.5));
+        for (scale, offset) in [(4.0f32, -8.0f32), (0.25, 3.0)] {
+            let heat: Vec<f32> = base.iter().map(|&v| v * scale + offset).collect();
+            assert_eq!(blob_of(&heat), blob, "scale {scale}, offset {offset}");
+        }
+    }
+
+    #[test]
+    fn the_auto_threshold_ignores_the_area_outside_the_body_and_a_flat_map_is_empty() {
+        // Outside the body (set to the minimum) does not pull the median.
+        let mut heat = vec![-50.0f32; 1000];
+        for (i, h) in heat.iter_mut().enumerate().take(500) {
+            *h = if i < 10 { 5.0 } else { 1.0 };
+        }
+        let t = auto_threshold(&heat, 0.5);
+        assert!((t - 3.0).abs() < 1e-6, "{t}");
+        assert_eq!(heat.iter().filter(|&&v| v > t).count(), 10);
+        let flat = vec![2.0f32; 100];
+        assert!(!flat.iter().any(|&v| v > auto_threshold(&flat, 0.5)));
+    }
+
+    #[test]
+    fn the_gate_empties_the_auto_masks_of_scans_called_negative() {
+        let pairs = vec![pair("a", true, 0.0), pair("n", false, 0.0)];
+        let open = evaluate_auto(&pairs, AUTO_FRACTION, None);
+        assert!(open.mean_dice.unwrap() > 0.3, "{open:?}");
+        assert!(open.mean_false_positive_ml.unwrap() > 0.0);
+        let gate = |case: &str| case == "a";
+        let gated = evaluate_auto(&pairs, AUTO_FRACTION, Some(&gate));
+        assert_eq!(gated.mean_false_positive_ml, Some(0.0));
+        assert_eq!(gated.mean_dice, open.mean_dice);
+        assert_eq!(gated.threshold_source, ThresholdSource::Auto);
     }
 
     #[test]

@@ -100,6 +100,102 @@ pub fn foreground(volume: &Volume) -> Vec<bool> {
     mask
 }
 
+/// How far [`body_mask`] reaches past the foreground's edge, in voxels: a
+/// dark lesion at the surface of the head falls below Otsu's threshold and
+/// opens onto the air, where filling holes cannot reach it. On the synthetic
+/// phantoms up to 7 lesion voxels of 115 were left out without a margin and
+/// none with one voxel; on the real-anatomy benchmark a 10 mm margin (3
+/// voxels) let streaks in the air back in (ToNNO's Dice at the validation
+/// threshold 0.246, against 0.291 without a margin).
+pub const BODY_MARGIN_VOXELS: f64 = 1.0;
+
+/// The body: the foreground of all channels with its holes filled (dark
+/// tissue inside the head, such as ventricles, a necrotic tumour core or the
+/// skull's band under the scalp, is inside it), grown by `margin_voxels`
+/// of its largest voxel side (a box of that half-width); the air farther out
+/// is not in it.
+pub fn body_mask(volume: &Volume, margin_voxels: f64) -> Vec<bool> {
+    let filled = fill_holes(&foreground(volume), volume.shape());
+    let s = volume.spacing_mm();
+    let margin_mm = margin_voxels * s[0].max(s[1]).max(s[2]);
+    dilate_box(&filled, volume.shape(), s, margin_mm)
+}
+
+/// `mask` grown by `margin_mm` along each voxel axis (a separable running
+/// maximum, so a box of half-width `margin_mm`, rounded up to whole voxels).
+pub fn dilate_box(mask: &[bool], shape: [usize; 3], spacing_mm: Vec3, margin_mm: f64) -> Vec<bool> {
+    let mut out = mask.to_vec();
+    let stride = [1, shape[0], shape[0] * shape[1]];
+    for axis in 0..3 {
+        let r = (margin_mm.max(0.0) / spacing_mm[axis]).ceil() as usize;
+        if r == 0 {
+            continue;
+        }
+        let n = shape[axis];
+        let src = out.clone();
+        for (idx, o) in out.iter_mut().enumerate() {
+            if *o {
+                continue;
+            }
+            let t = (idx / stride[axis]) % n;
+            let base = idx - t * stride[axis];
+            let (lo, hi) = (t.saturating_sub(r), (t + r).min(n - 1));
+            *o = (lo..=hi).any(|u| src[base + u * stride[axis]]);
+        }
+    }
+    out
+}
+
+/// The mask with every background region that does not reach the grid's
+/// border filled (ventricles, sulci, the skull's dark band under the scalp).
+pub fn fill_holes(mask: &[bool], shape: [usize; 3]) -> Vec<bool> {
+    let [nx, ny, nz] = shape;
+    let mut outside = vec![false; mask.len()];
+    let mut stack = Vec::new();
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let border =
+                    i == 0 || j == 0 || k == 0 || i == nx - 1 || j == ny - 1 || k == nz - 1;
+                let idx = i + nx * (j + ny * k);
+                if border && !mask[idx] {
+                    outside[idx] = true;
+                    stack.push(idx);
+                }
+            }
+        }
+    }
+    while let Some(idx) = stack.pop() {
+        let (i, j, k) = (idx % nx, (idx / nx) % ny, idx / (nx * ny));
+        let mut visit = |ii: usize, jj: usize, kk: usize| {
+            let n = ii + nx * (jj + ny * kk);
+            if !mask[n] && !outside[n] {
+                outside[n] = true;
+                stack.push(n);
+            }
+        };
+        if i > 0 {
+            visit(i - 1, j, k);
+        }
+        if i + 1 < nx {
+            visit(i + 1, j, k);
+        }
+        if j > 0 {
+            visit(i, j - 1, k);
+        }
+        if j + 1 < ny {
+            visit(i, j + 1, k);
+        }
+        if k > 0 {
+            visit(i, j, k - 1);
+        }
+        if k + 1 < nz {
+            visit(i, j, k + 1);
+        }
+    }
+    outside.iter().map(|o| !o).collect()
+}
+
 /// The smallest ball centred on the foreground's centroid that holds 99.5% of
 /// its voxels (robust to a few stray bright voxels), plus half a voxel
 /// diagonal. Falls back to [`Ball::covering`] when there is no foreground.
@@ -195,6 +291,22 @@ fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dilation_grows_a_voxel_into_a_box_of_the_margin_in_mm() {
+        let shape = [9, 9, 9];
+        let mut mask = vec![false; 729];
+        mask[4 + 9 * (4 + 9 * 4)] = true;
+        // 2 mm voxels along i, 1 mm along j, 4 mm along k; a 4 mm margin is
+        // 2, 4 and 1 voxels.
+        let grown = dilate_box(&mask, shape, [2.0, 1.0, 4.0], 4.0);
+        for (idx, &g) in grown.iter().enumerate() {
+            let (i, j, k) = (idx % 9, (idx / 9) % 9, idx / 81);
+            let want = i.abs_diff(4) <= 2 && j.abs_diff(4) <= 4 && k.abs_diff(4) <= 1;
+            assert_eq!(g, want, "voxel ({i}, {j}, {k})");
+        }
+        assert_eq!(dilate_box(&mask, shape, [1.0; 3], 0.0), mask);
+    }
     use crate::affine::Affine;
 
     fn head() -> Volume {

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cam;
+pub mod decision;
 pub mod device;
 pub mod encoder;
 pub mod error;

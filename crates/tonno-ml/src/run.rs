@@ -4,6 +4,7 @@
 //! RUN/config.toml      resolved config: everything needed to reuse the model
 //! RUN/model.bpk        best weights (validation AUROC), burnpack format
 //! RUN/metrics.json     one entry per epoch
+//! RUN/decision.json    the volume-level decision threshold (crate::decision)
 //! RUN/train.log        the log
 //! RUN/checkpoint.json  the last completed epoch's state, naming its folder
 //! RUN/checkpoints/epoch-NNNN/{model,optimizer}.bpk
@@ -94,6 +95,10 @@ impl RunDir {
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.json")
     }
+    /// The volume-level decision rule ([`crate::decision::Decision`]).
+    pub fn decision(&self) -> PathBuf {
+        self.root.join(crate::decision::Decision::FILE)
+    }
     pub fn log(&self) -> PathBuf {
         self.root.join("train.log")
     }
@@ -116,6 +121,7 @@ impl RunDir {
             self.config(),
             self.model(),
             self.metrics(),
+            self.decision(),
             self.log(),
             self.checkpoint_state(),
             self.checkpoints(),

@@ -23,6 +23,7 @@ use tonno_core::io::read_image;
 use tonno_core::metrics::auroc;
 use tonno_core::rng::Rng;
 
+use crate::decision::{Decision, ScoreRule, fixed_slices, max_and_mean, youden_threshold};
 use crate::device::DeviceChoice;
 use crate::encoder::{Encoder, EncoderConfig, EncoderKind};
 use crate::error::{Error, Result};
@@ -159,6 +160,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// How validation (and `tonno segment`) scores a whole scan.
+    pub fn score_rule(&self) -> ScoreRule {
+        ScoreRule {
+            aggregate: self.selection,
+            directions: self.val_directions,
+            slices: self.val_slices,
+        }
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         let positive = [
@@ -293,6 +303,8 @@ pub struct TrainSummary {
     /// The best model's volume-level AUROC (max slice logit) on the labelled
     /// cases of the test split, when there are both labels there.
     pub test_auroc: Option<f64>,
+    /// The volume-level decision threshold stored in `RUN/decision.json`.
+    pub decision_threshold: Option<f64>,
 }
 
 /// Progress reports for a front end.
@@ -510,16 +522,27 @@ fn prepare(
 fn validation_slices(val: &[PreparedVolume], config: &TrainConfig) -> Result<Vec<Vec<f32>>> {
     let p = config.sampling.slice_size;
     val.par_iter()
-        .map(|v| {
-            let planes = v.validation_planes(config.val_directions, config.val_slices, p)?;
-            let per = v.volume.channels() * p * p;
-            let mut out = vec![0.0f32; planes.len() * per];
-            for (plane, chunk) in planes.iter().zip(out.chunks_exact_mut(per)) {
-                v.sample(plane, chunk);
-            }
-            Ok(out)
-        })
+        .map(|v| fixed_slices(v, config.val_directions, config.val_slices, p))
         .collect()
+}
+
+/// Each volume's max and mean slice logit.
+fn volume_scores(
+    model: &Encoder,
+    device: &Device,
+    slices: &[Vec<f32>],
+    channels: usize,
+    p: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let valid = model.valid();
+    let mut maxes = Vec::new();
+    let mut means = Vec::new();
+    for s in slices {
+        let (max, mean) = max_and_mean(&infer::logits(&valid, device, s, channels, p, 256)?);
+        maxes.push(max);
+        means.push(mean);
+    }
+    Ok((maxes, means))
 }
 
 /// Volume-level AUROC of the max and mean slice logits.
@@ -531,14 +554,7 @@ fn validate(
     channels: usize,
     p: usize,
 ) -> Result<(Option<f64>, Option<f64>)> {
-    let valid = model.valid();
-    let mut maxes = Vec::new();
-    let mut means = Vec::new();
-    for s in slices {
-        let l = infer::logits(&valid, device, s, channels, p, 256)?;
-        maxes.push(l.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64)));
-        means.push(l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64);
-    }
+    let (maxes, means) = volume_scores(model, device, slices, channels, p)?;
     let labels: Vec<bool> = val.iter().map(|v| v.label == Some(true)).collect();
     Ok((auroc(&maxes, &labels), auroc(&means, &labels)))
 }
@@ -874,10 +890,23 @@ pub fn train(
             config.selection_start * 100.0
         ))?;
     }
+    let best = load_weights(&encoder_cfg, &dir.model(), &ad)?;
+    let decision = store_decision(&dir, &best, &device, &val_slices, &prepared.val, &config, c)?;
+    if let Some(d) = &decision {
+        let msg = format!(
+            "decision threshold {:.4} on the {} slice logit (validation: sensitivity {:.3}, specificity {:.3}), in {}",
+            d.threshold,
+            d.rule.aggregate.name(),
+            d.val_sensitivity,
+            d.val_specificity,
+            dir.decision().display()
+        );
+        dir.log_line(&msg)?;
+        observer.message(&msg);
+    }
     let test_auroc = if prepared.test.is_empty() {
         None
     } else {
-        let best = load_weights(&encoder_cfg, &dir.model(), &ad)?;
         let slices = validation_slices(&prepared.test, &config)?;
         let (au_max, au_mean) = validate(&best, &device, &slices, &prepared.test, c, p)?;
         let msg = format!(
@@ -905,7 +934,49 @@ pub fn train(
         resumed_from_epoch: resumed_from,
         seconds,
         test_auroc,
+        decision_threshold: decision.map(|d| d.threshold),
     })
+}
+
+/// Chooses the volume-level decision threshold on the validation split by
+/// the best model and writes it to `RUN/decision.json`; `None` (logged) when
+/// the validation split cannot give one.
+fn store_decision(
+    dir: &RunDir,
+    best: &Encoder,
+    device: &Device,
+    val_slices: &[Vec<f32>],
+    val: &[PreparedVolume],
+    config: &TrainConfig,
+    channels: usize,
+) -> Result<Option<Decision>> {
+    let p = config.sampling.slice_size;
+    let (maxes, means) = volume_scores(best, device, val_slices, channels, p)?;
+    let scores = match config.selection {
+        Aggregate::Max => maxes,
+        Aggregate::Mean => means,
+    };
+    let labels: Vec<bool> = val.iter().map(|v| v.label == Some(true)).collect();
+    let op = match youden_threshold(&scores, &labels) {
+        Ok(op) => op,
+        Err(e) => {
+            dir.log_line(&format!("no decision threshold stored: {e}"))?;
+            return Ok(None);
+        }
+    };
+    let d = Decision {
+        rule: config.score_rule(),
+        threshold: op.threshold,
+        val_cases: val.len(),
+        val_auroc: auroc(&scores, &labels),
+        val_sensitivity: op.sensitivity,
+        val_specificity: op.specificity,
+    };
+    dir.write_text(
+        &dir.decision(),
+        &serde_json::to_string_pretty(&d).expect("decision serialises"),
+    )?;
+    Ok(Some(d))
 }
 
 /// The selection score of `epoch` (1-based) whose selected AUROC is

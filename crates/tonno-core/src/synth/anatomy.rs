@@ -23,7 +23,7 @@ use super::{Ellipsoid, Field, Lesion, LesionInfo, SynthCase, lesion_axes, lesion
 use crate::affine::{Affine, Vec3, cross, dot, norm, sub};
 use crate::error::{Error, Result};
 use crate::io::{dataset::list_images, read_image};
-use crate::normalize::{foreground_ball, foreground_mask, quantile};
+use crate::normalize::{fill_holes, foreground_ball, foreground_mask, quantile};
 use crate::rng::Rng;
 use crate::volume::Volume;
 
@@ -280,56 +280,6 @@ fn load_source(path: &Path) -> Result<Source> {
         center_mm,
         foreground_voxels: count,
     })
-}
-
-/// The mask with every background region that does not reach the grid's
-/// border filled (ventricles, sulci, the skull's dark band under the scalp).
-fn fill_holes(mask: &[bool], shape: [usize; 3]) -> Vec<bool> {
-    let [nx, ny, nz] = shape;
-    let mut outside = vec![false; mask.len()];
-    let mut stack = Vec::new();
-    for k in 0..nz {
-        for j in 0..ny {
-            for i in 0..nx {
-                let border =
-                    i == 0 || j == 0 || k == 0 || i == nx - 1 || j == ny - 1 || k == nz - 1;
-                let idx = i + nx * (j + ny * k);
-                if border && !mask[idx] {
-                    outside[idx] = true;
-                    stack.push(idx);
-                }
-            }
-        }
-    }
-    while let Some(idx) = stack.pop() {
-        let (i, j, k) = (idx % nx, (idx / nx) % ny, idx / (nx * ny));
-        let mut visit = |ii: usize, jj: usize, kk: usize| {
-            let n = ii + nx * (jj + ny * kk);
-            if !mask[n] && !outside[n] {
-                outside[n] = true;
-                stack.push(n);
-            }
-        };
-        if i > 0 {
-            visit(i - 1, j, k);
-        }
-        if i + 1 < nx {
-            visit(i + 1, j, k);
-        }
-        if j > 0 {
-            visit(i, j - 1, k);
-        }
-        if j + 1 < ny {
-            visit(i, j + 1, k);
-        }
-        if k > 0 {
-            visit(i, j, k - 1);
-        }
-        if k + 1 < nz {
-            visit(i, j, k + 1);
-        }
-    }
-    outside.iter().map(|o| !o).collect()
 }
 
 /// Squared Euclidean distance transform along one line (Felzenszwalb and
