@@ -52,9 +52,9 @@ pub struct Operating {
     pub specificity: f64,
 }
 
-/// The threshold with the largest Youden index (sensitivity + specificity
-/// - 1) on `scores` (positive above it): midway between two consecutive
-/// distinct scores, or 1 below the lowest. Among equal indices the lowest
+/// The threshold with the largest Youden index (sensitivity plus
+/// specificity, minus 1) on `scores` (positive above it): midway between two
+/// consecutive distinct scores, or 1 below the lowest. Among equal indices the lowest
 /// threshold wins, since a positive scan called negative loses its mask
 /// while a negative one called positive only keeps a heatmap to threshold.
 pub fn youden_threshold(scores: &[f64], labels: &[bool]) -> Result<Operating> {
