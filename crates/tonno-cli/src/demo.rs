@@ -19,7 +19,9 @@ use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel};
 use tonno_ml::run::TrainedModel;
 use tonno_ml::train::{DataSpec, RunMode, Silent, TrainConfig, train};
 
-use crate::eval::{MethodRow, auto_columns, auto_summary, evaluate_method, pairs, table};
+use crate::eval::{
+    MethodRow, auto_columns, auto_summary, evaluate_method, oracle_dice, pairs, table,
+};
 use crate::render::{self, Plane, Rgb};
 use crate::segment::{Job, segment_file};
 
@@ -274,7 +276,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     );
     let truth = data.join("labelsTs");
     let mut rows = Vec::new();
-    let mut oracle = Vec::new();
     for m in Method::ALL {
         let test = pairs(&heat, &truth, m.name())?;
         let val = pairs(&val_heat, &val_truth, m.name())?;
@@ -283,13 +284,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             eval: evaluate_method(&test, Some(&val), "auto")?,
             classification: None,
             auto_rule: Some(auto_summary(&test, m.auto_fraction(), None)?),
-            oracle_dice: None,
+            oracle_dice: oracle_dice(&test),
         });
-        oracle.push(
-            evaluate_method(&test, None, "auto")?
-                .mean_dice
-                .map_or("n/a".into(), |d| format!("{d:.3}")),
-        );
     }
 
     step(
@@ -341,16 +337,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         ],
     );
     std::fs::write(report.join("dice_vs_k.svg"), svg)?;
-    let auto = auto_columns(&rows);
-    let table_md = table(
-        &rows,
-        &[
-            auto[0].clone(),
-            auto[1].clone(),
-            ("oracle Dice", oracle),
-            ("s / volume", seconds),
-        ],
-    );
+    let mut columns = auto_columns(&rows);
+    columns.push(("s / volume", seconds));
+    let table_md = table(&rows, &columns);
     let wall = started.elapsed().as_secs_f64();
     let mut md = format!(
         "# tonno demo\n\nCommand: `tonno demo{}{}` (seed {}), {:.1} minutes on this machine.\n\n\

@@ -152,6 +152,14 @@ pub struct AutoSummary {
     pub detection_f1: f64,
 }
 
+/// Mean Dice of `test` at its own best threshold (the oracle), `None`
+/// without a positive case.
+pub fn oracle_dice(test: &[Pair]) -> Option<f64> {
+    best_threshold(test)
+        .ok()
+        .and_then(|t| tonno_core::eval::mean_dice(test, t))
+}
+
 /// Evaluates `test` with the per-scan rule, gated by `gate` (case -> called positive).
 pub fn auto_summary(
     test: &[Pair],
@@ -415,9 +423,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 }),
                 gate.as_ref(),
             )?),
-            oracle_dice: best_threshold(&test)
-                .ok()
-                .and_then(|t| tonno_core::eval::mean_dice(&test, t)),
+            oracle_dice: oracle_dice(&test),
         });
     }
     if a.json {

@@ -49,6 +49,24 @@ fn setup(dir: &Path) {
     std::fs::write(dir.join("train.toml"), CONFIG).unwrap();
 }
 
+/// [`setup`], then a run trained on it in `dir/run`.
+fn setup_trained(dir: &Path) {
+    setup(dir);
+    tonno(
+        dir,
+        &[
+            "train",
+            "--data",
+            "d",
+            "--config",
+            "train.toml",
+            "--out",
+            "run",
+        ],
+    )
+    .ok();
+}
+
 fn metrics(run: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
 }
@@ -117,20 +135,7 @@ fn killed_training_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted
 #[test]
 fn segment_writes_every_method_on_the_inputs_grid_and_reports_bad_files() {
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path());
-    tonno(
-        dir.path(),
-        &[
-            "train",
-            "--data",
-            "d",
-            "--config",
-            "train.toml",
-            "--out",
-            "run",
-        ],
-    )
-    .ok();
+    setup_trained(dir.path());
     // A folder of inputs with one corrupt file among good ones.
     let inputs = dir.path().join("in");
     std::fs::create_dir(&inputs).unwrap();
@@ -248,20 +253,7 @@ fn intensity_max(dir: &Path, file: &str) -> f64 {
 #[test]
 fn the_gate_empties_the_masks_of_scans_called_negative_and_needs_a_stored_threshold() {
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path());
-    tonno(
-        dir.path(),
-        &[
-            "train",
-            "--data",
-            "d",
-            "--config",
-            "train.toml",
-            "--out",
-            "run",
-        ],
-    )
-    .ok();
+    setup_trained(dir.path());
     let input = std::fs::read_dir(dir.path().join("d/imagesTs"))
         .unwrap()
         .next()

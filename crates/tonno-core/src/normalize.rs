@@ -291,6 +291,7 @@ fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affine::Affine;
 
     #[test]
     fn dilation_grows_a_voxel_into_a_box_of_the_margin_in_mm() {
@@ -307,7 +308,6 @@ mod tests {
         }
         assert_eq!(dilate_box(&mask, shape, [1.0; 3], 0.0), mask);
     }
-    use crate::affine::Affine;
 
     fn head() -> Volume {
         // A bright ball of radius 6 voxels in dark noise-free air.
