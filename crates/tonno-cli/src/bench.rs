@@ -225,7 +225,7 @@ fn radon(a: RadonArgs) -> anyhow::Result<ExitCode> {
         "volume_mib": (vol.voxels() * 4) as f64 / (1 << 20) as f64,
         "steps": steps,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    outln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -271,7 +271,7 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<ExitCode> {
         "encoders": rows,
         "sampler_slices_per_s": sampler,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    outln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -372,6 +372,6 @@ fn segment(a: SegmentArgs) -> anyhow::Result<ExitCode> {
         "batch": batch,
         "rows": rows,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    outln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -410,8 +410,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         report.join("results.json"),
         serde_json::to_string_pretty(&results)?,
     )?;
-    println!("{table_md}");
-    println!(
+    outln!("{table_md}");
+    outln!(
         "ToNNO Dice versus K: {}",
         k_points
             .iter()
@@ -423,7 +423,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
+    outln!(
         "demo finished in {:.1} minutes; report: {}",
         wall / 60.0,
         report.join("report.md").display()

@@ -427,18 +427,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         });
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", table(&rows, &auto_columns(&rows)));
+        out!("{}", table(&rows, &auto_columns(&rows)));
         if rows
             .iter()
             .any(|r| r.eval.threshold_source == ThresholdSource::Oracle)
         {
-            println!(
+            outln!(
                 "\n(oracle: thresholds chosen on these test cases; pass --val-pred/--val-truth for honest ones)"
             );
         }
-        println!(
+        outln!(
             "auto: each scan's threshold at {} of the way from its heatmap's median to its maximum{}",
             a.auto_fraction
                 .map_or("the method's fraction".to_string(), |f| f.to_string()),
@@ -449,7 +449,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         );
         if let Some(c) = &classified {
-            println!(
+            outln!(
                 "\nscan classification ({} scans, {} with a lesion; predictions.csv): AUROC {}, accuracy {}, sensitivity {}, specificity {}",
                 c.cases,
                 c.positives,
@@ -459,7 +459,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 fmt(c.specificity, 3)
             );
         }
-        println!(
+        outln!(
             "Dice and HD95 (MONAI convention) over cases with a lesion, FP volume over cases without; AUROC and AP over all voxels."
         );
     }

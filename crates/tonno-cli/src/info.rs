@@ -57,26 +57,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         sform_code: img.info.nifti_header.as_ref().map(|h| h.sform_code),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        outln!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        println!("file         {}", info.path.display());
-        println!("format       {:?}", info.format);
-        println!(
+        outln!("file         {}", info.path.display());
+        outln!("format       {:?}", info.format);
+        outln!(
             "shape        {} x {} x {}",
-            info.shape[0], info.shape[1], info.shape[2]
+            info.shape[0],
+            info.shape[1],
+            info.shape[2]
         );
-        println!("channels     {}", info.channels);
-        println!("datatype     {}", info.datatype);
+        outln!("channels     {}", info.channels);
+        outln!("datatype     {}", info.datatype);
         let s = info.spacing_mm;
-        println!("spacing_mm   {:.4} x {:.4} x {:.4}", s[0], s[1], s[2]);
-        println!("orientation  {}", info.orientation);
+        outln!("spacing_mm   {:.4} x {:.4} x {:.4}", s[0], s[1], s[2]);
+        outln!("orientation  {}", info.orientation);
         if let (Some(q), Some(s)) = (info.qform_code, info.sform_code) {
-            println!("xform codes  qform {q}, sform {s}");
+            outln!("xform codes  qform {q}, sform {s}");
         }
-        println!("intensity    min {lo}, max {hi}, mean {mean:.4}");
-        println!("affine (voxel -> RAS mm)");
+        outln!("intensity    min {lo}, max {hi}, mean {mean:.4}");
+        outln!("affine (voxel -> RAS mm)");
         for line in v.world_from_voxel().to_string().lines() {
-            println!("  {line}");
+            outln!("  {line}");
         }
     }
     Ok(ExitCode::SUCCESS)

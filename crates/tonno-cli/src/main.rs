@@ -3,6 +3,18 @@
 //! tonno-core and tonno-ml: parse, resolve, call the library, write outputs.
 //! Results go to stdout (`--json` for machines); logs and progress to stderr.
 
+/// `print!` to stdout that stops the program quietly when the reader has
+/// gone away (`tonno info --json x.nii | head`), as coreutils do, instead
+/// of panicking on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), false) };
+}
+
+/// `println!` with [`out!`]'s handling of a closed stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), true) };
+}
+
 mod bench;
 mod demo;
 mod eval;
@@ -52,6 +64,30 @@ enum Command {
     Bench(bench::Command),
 }
 
+/// Writes to stdout; a closed pipe ends the process with success (its
+/// reader wanted no more), any other failure with an error.
+fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -71,6 +107,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    // Refused here, before any work: the kernels cannot fail mid-run, so a
+    // misspelt TONNO_SIMD would otherwise quietly select the scalar one.
+    if let Err(e) = tonno_core::radon::simd_kernel() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),

@@ -94,9 +94,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "seconds_forward": t_forward, "seconds_inverse": t_inverse,
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
+        outln!(
             "reconstructed {} from K={} directions x S={} slices of {}x{} pixels in {:.2}s (forward {:.2}s, inverse {:.2}s)",
             args.input.display(),
             geometry.directions(),
@@ -107,8 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             t_forward,
             t_inverse
         );
-        println!("relative L2 error inside the ball: {rel:.4}");
-        println!("wrote {}", args.out.display());
+        outln!("relative L2 error inside the ball: {rel:.4}");
+        outln!("wrote {}", args.out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -280,7 +280,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         write_predictions(&predictions, &results)?;
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "cases": results, "failures": failures })
@@ -297,7 +297,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 (Some(s), None) => format!(", score {s:.3}"),
                 _ => String::new(),
             };
-            println!(
+            outln!(
                 "{}: {} heatmap(s) in {:.1}s (slicing {:.1}s, encoder {:.1}s, reconstruction {:.1}s){verdict}",
                 r.case,
                 r.outputs.len(),
@@ -307,7 +307,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 r.timings.reconstruction_s
             );
         }
-        println!(
+        outln!(
             "wrote {} case(s) to {}{}",
             results.len(),
             a.out.display(),
@@ -406,6 +406,7 @@ fn segment_config(
         },
         center_mm: a.tomo.center,
         radius_mm: a.tomo.radius,
+        in_plane_angle: a.tomo.rotation.to_radians(),
         gradcam_stage: None,
         layercam_stage: None,
     })

@@ -205,7 +205,7 @@ fn print_summary(args: &Args, records: &[CaseRecord], size: usize) -> anyhow::Re
     let positives = records.iter().filter(|r| r.label).count();
     let test = records.iter().filter(|r| r.split == "test").count();
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "out": args.out, "cases": records.len(), "positives": positives,
@@ -213,7 +213,7 @@ fn print_summary(args: &Args, records: &[CaseRecord], size: usize) -> anyhow::Re
             }))?
         );
     } else {
-        println!(
+        outln!(
             "wrote {} cases ({} with lesions, {} in the test split) of {}^3 voxels to {}",
             records.len(),
             positives,

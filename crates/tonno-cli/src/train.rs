@@ -171,9 +171,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("training into {}", a.out.display()))?;
     bar.finish_and_clear();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
+        outln!(
             "trained {} epoch(s) in {:.0}s (stopped: {}); best epoch {} with validation AUROC {:.3}; weights in {}",
             summary.epochs,
             summary.seconds,

@@ -453,3 +453,35 @@ fn synth_anatomy_implants_lesions_into_given_scans_and_refuses_bad_input() {
     // --spacing means nothing for synthetic heads.
     tonno(dir.path(), &["synth", "--out", "x", "--spacing", "2"]).fails_with(&["--anatomy"]);
 }
+
+#[test]
+fn a_reader_that_goes_away_stops_tonno_quietly_and_a_misspelt_simd_kernel_is_refused() {
+    use std::process::{Command, Stdio};
+    let image = fixtures().join("multichannel_f32.nii.gz");
+    let image = image.to_str().unwrap();
+    // `tonno info --json x | head`: the read end is closed before tonno
+    // writes to it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonno"))
+        .args(["info", "--json", image])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("panicked"),
+        "{:?}: {err}",
+        out.status
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tonno"))
+        .args(["info", image])
+        .env("TONNO_SIMD", "avx3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("TONNO_SIMD") && err.contains("avx3"), "{err}");
+}

@@ -1,4 +1,4 @@
-//! Evaluation of heatmaps against masks (METHOD.md section 6): voxel Dice
+//! Evaluation of heatmaps against masks (docs/METHOD.md section 6): voxel Dice
 //! and HD95 (mm, MONAI's convention) on cases with a lesion, false-positive
 //! volume (ml) on cases without, lesion-level detection F1 (26-connected
 //! components, a lesion detected when a predicted component overlaps it),
@@ -246,7 +246,9 @@ fn evaluate_masks(
             let pred = predict(p);
             let positive = p.positive();
             let s = p.truth.spacing_mm();
-            let voxel_ml = s[0] * s[1] * s[2] / 1000.0;
+            // |det| of the affine, not the product of the spacings: the two
+            // differ for the sheared grids the readers accept.
+            let voxel_ml = p.truth.world_from_voxel().determinant().abs() / 1000.0;
             CaseEval {
                 case: p.case.clone(),
                 positive,
@@ -308,6 +310,22 @@ mod tests {
         })
         .unwrap();
         Pair::new(case, heat, truth).unwrap()
+    }
+
+    #[test]
+    fn the_false_positive_volume_of_a_sheared_grid_is_its_affines_determinant() {
+        // Columns (2,0,0), (1,2,0), (0,0,3): spacings 2, sqrt 5, 3 mm, but
+        // each voxel holds 2 * 2 * 3 = 12 mm^3.
+        let a = Affine::from_columns(
+            [[2.0, 0.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 3.0]],
+            [0.0; 3],
+        );
+        let truth = Volume::from_fn([4, 4, 4], a, |_, _, _| 0.0).unwrap();
+        let heat = Volume::from_fn([4, 4, 4], a, |i, _, _| (i == 0) as u8 as f32).unwrap();
+        let pairs = vec![Pair::new("n", heat, truth).unwrap()];
+        let e = evaluate(&pairs, 0.5, ThresholdSource::Oracle);
+        let ml = e.mean_false_positive_ml.unwrap();
+        assert!((ml - 16.0 * 12.0 / 1000.0).abs() < 1e-9, "{ml} ml");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Tomographic geometry (METHOD.md section 1): direction sets, per-direction
+//! Tomographic geometry (docs/METHOD.md section 1): direction sets, per-direction
 //! frames, the reconstruction ball, and oblique slices of a volume.
 //!
 //! Everything is in world millimetres through the volume's affine, so

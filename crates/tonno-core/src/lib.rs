@@ -19,6 +19,7 @@
 pub mod affine;
 pub mod error;
 pub mod eval;
+pub mod fuzz;
 pub mod geometry;
 pub mod io;
 pub mod metrics;

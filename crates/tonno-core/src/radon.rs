@@ -1,4 +1,5 @@
-//! The 3D Radon transform (plane integrals) and its inverse (METHOD.md section 2).
+//! The 3D Radon transform (plane integrals) and its inverse (docs/METHOD.md
+//! section 2).
 //!
 //! - Forward: `Rf(n_k, t_j)` = a slice's pixel sum times the pixel area
 //!   ([`plane_integrals`]), giving a sinogram of shape `(K, S)`, row-major.
@@ -133,7 +134,7 @@ pub enum Padding {
     /// Zeros: right for plane integrals, which fall to 0 at the ball's edge.
     Zero,
     /// Repeat the end values: right for an encoder's logits, which keep the
-    /// network's bias where slices cut nothing (METHOD.md: zero padding then
+    /// network's bias where slices cut nothing (docs/METHOD.md section 7: zero padding then
     /// puts a step at both ends, backprojected as a bright shell).
     #[default]
     Edge,
@@ -342,6 +343,14 @@ impl LerpTable {
     }
 }
 
+/// The name of the backprojection kernel this process uses (`scalar`,
+/// `avx2`, `avx512`): the widest the CPU runs, or the one `TONNO_SIMD`
+/// forces. An unknown or unsupported `TONNO_SIMD` is an error naming it.
+pub fn simd_kernel() -> Result<&'static str> {
+    let forced = std::env::var("TONNO_SIMD").ok();
+    RowKernel::choose(forced.as_deref()).map(RowKernel::name)
+}
+
 /// Backprojection: `out(x) = scale * sum_k g_k(t_k(x))`, `t_k(x) = (x - c).n_k`,
 /// linear interpolation in `t`, 0 beyond one `dt` past the profile's ends.
 /// `out` is laid out on `grid` (i fastest). The exact adjoint of
@@ -387,14 +396,40 @@ enum RowKernel {
 }
 
 impl RowKernel {
-    /// The best kernel for this CPU. `TONNO_SIMD=scalar|avx2|avx512` forces
-    /// one (for benchmarks and tests); an unavailable choice falls back.
+    /// The best kernel for this CPU, or the one `TONNO_SIMD` forces. The
+    /// backprojection cannot fail, so a bad `TONNO_SIMD` falls back here;
+    /// programs call [`simd_kernel`] first to refuse it by name.
     fn detect() -> Self {
         let forced = std::env::var("TONNO_SIMD").ok();
-        Self::available()
-            .into_iter()
-            .find(|k| forced.as_deref().is_none_or(|f| f == k.name()))
-            .unwrap_or(Self::Scalar)
+        Self::choose(forced.as_deref()).unwrap_or(Self::Scalar)
+    }
+
+    /// The kernel `forced` names (any when `None`), or why it cannot be had.
+    fn choose(forced: Option<&str>) -> Result<Self> {
+        let available = Self::available();
+        match forced {
+            None => Ok(available[0]),
+            Some(f) => available
+                .iter()
+                .copied()
+                .find(|k| k.name() == f)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+                    let known = ["scalar", "avx2", "avx512"].contains(&f);
+                    Error::invalid(
+                        "TONNO_SIMD",
+                        format!(
+                            "{f:?} is {}; this CPU runs {}",
+                            if known {
+                                "not supported by this CPU"
+                            } else {
+                                "not a kernel (scalar, avx2 or avx512)"
+                            },
+                            names.join(", ")
+                        ),
+                    )
+                }),
+        }
     }
 
     /// Every kernel this CPU can run, widest first.
@@ -615,7 +650,7 @@ pub struct Stack<'a> {
 /// (on `grid`): trilinear interpolation in `(t, a, b)`, 0 outside the stack.
 /// With unfiltered stacks and `scale = 1/K` over all K directions this is
 /// the Averaged CAM; with stacks filtered along `t` and `scale = -1/(2 pi K)`,
-/// the Tomographic CAM (METHOD.md section 5).
+/// the Tomographic CAM (docs/METHOD.md section 5).
 pub fn backproject_stack(
     geometry: &TomoGeometry,
     stacks: &[Stack<'_>],

@@ -1,4 +1,4 @@
-//! GradCAM and LayerCAM (METHOD.md section 5) through burn's autodiff: the
+//! GradCAM and LayerCAM (docs/METHOD.md section 5) through burn's autodiff: the
 //! gradient of a slice's logit with respect to the feature maps of one stage.
 //!
 //! - GradCAM: `w_c = mean_ij dy/dA^c_ij`, map `ReLU(sum_c w_c A^c)`.

@@ -1,5 +1,5 @@
-//! 3D heatmaps from a slice encoder, by every method of METHOD.md sections 3
-//! and 5, on the input's own grid:
+//! 3D heatmaps from a slice encoder, by every method of docs/METHOD.md
+//! sections 3 and 5, on the input's own grid:
 //!
 //! - `tonno`: per-slice logits over K directions x S offsets form a sinogram,
 //!   filtered by `-d^2/dt^2` and backprojected, `H = -1/(2 pi K) sum_k g_k''`.
@@ -172,6 +172,8 @@ pub struct SegmentConfig {
     /// Ball centre (world mm) and radius (mm); default: the model's ball fit.
     pub center_mm: Option<Vec3>,
     pub radius_mm: Option<f64>,
+    /// In-plane rotation of every slice frame, in radians.
+    pub in_plane_angle: f64,
     /// Feature stage for GradCAM (default: the last) and LayerCAM (default: one before).
     pub gradcam_stage: Option<usize>,
     pub layercam_stage: Option<usize>,
@@ -187,6 +189,7 @@ impl Default for SegmentConfig {
             profile: ProfileValue::Logit,
             center_mm: None,
             radius_mm: None,
+            in_plane_angle: 0.0,
             gradcam_stage: None,
             layercam_stage: None,
         }
@@ -241,7 +244,7 @@ pub fn segment(
         config.directions,
         config.slices,
         config.pixels,
-        0.0,
+        config.in_plane_angle,
     )?);
     let stages = match model {
         SliceModel::Net { encoder, .. } => (

@@ -1,4 +1,4 @@
-//! Training slices (METHOD.md section 4): a random direction on the sphere,
+//! Training slices (docs/METHOD.md section 4): a random direction on the sphere,
 //! a random in-plane rotation and a random offset inside the ball, `P x P`
 //! pixels covering the ball's diameter, labelled with their volume's label,
 //! with intensity augmentation. Batches are balanced between labels and
@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "kebab-case")]
 pub enum BallFit {
     /// Fitted to the foreground (the head or body): slices cut tissue, not
-    /// air, and pixels are spent on it (METHOD.md's measured pitfall).
+    /// air, and pixels are spent on it (docs/METHOD.md section 7).
     #[default]
     Foreground,
     /// The whole field of view (centre and half diagonal).

@@ -1,5 +1,5 @@
-//! Training a 2D slice encoder from volume-level labels (METHOD.md section
-//! 4): balanced random slices labelled with their volume's label, BCE with
+//! Training a 2D slice encoder from volume-level labels (docs/METHOD.md
+//! section 4): balanced random slices labelled with their volume's label, BCE with
 //! logits, AdamW with warm-up and cosine decay, validation by volume-level
 //! AUROC over a fixed slice set, a checkpoint every epoch, resume, best-model
 //! selection and early stopping.
@@ -50,8 +50,8 @@ pub enum Objective {
     Slices,
     /// Multiple-instance learning: the label applies to a pooled logit over
     /// a bag of `bag` parallel slices spanning the volume, so slices that miss
-    /// the lesion are not forced positive (METHOD.md section 4, "beyond the
-    /// paper"). Pooling is log-sum-exp with sharpness `r` (`r -> inf`: max).
+    /// the lesion are not forced positive (docs/METHOD.md section 4, beyond
+    /// the paper). Pooling is log-sum-exp with sharpness `r` (`r -> inf`: max).
     Mil { bag: usize, r: f32 },
 }
 

@@ -39,20 +39,37 @@ fn sum_encoder_tonno_equals_the_radon_reconstruction() {
         padding: Padding::Zero,
         ..Filter::default()
     };
-    let config = SegmentConfig {
-        directions: 24,
-        slices: 40,
-        pixels: 40,
-        filter,
-        ..SegmentConfig::default()
-    };
-    let (maps, _) = segment(&prepared(&v), &SliceModel::Sum, &[Method::Tonno], &config).unwrap();
-    let g = Arc::new(TomoGeometry::fibonacci(Ball::covering(&v), 24, 40, 40, 0.0).unwrap());
-    let want = reconstruct_volume(&v, 0, &g, &filter).unwrap();
-    let scale = want.data().iter().fold(0.0f32, |a, b| a.max(b.abs()));
-    for (a, b) in maps[0].volume.data().iter().zip(want.data()) {
-        assert!((a - b).abs() < 1e-4 * scale, "{a} vs {b}");
+    // Also with rotated slice frames (`--rotation`): the map must follow
+    // the geometry it was asked for, not the default one.
+    let mut maps_by_angle = Vec::new();
+    for angle in [0.0, 0.5] {
+        let config = SegmentConfig {
+            directions: 24,
+            slices: 40,
+            pixels: 40,
+            filter,
+            in_plane_angle: angle,
+            ..SegmentConfig::default()
+        };
+        let (maps, _) =
+            segment(&prepared(&v), &SliceModel::Sum, &[Method::Tonno], &config).unwrap();
+        let g = Arc::new(TomoGeometry::fibonacci(Ball::covering(&v), 24, 40, 40, angle).unwrap());
+        let want = reconstruct_volume(&v, 0, &g, &filter).unwrap();
+        let scale = want.data().iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        for (a, b) in maps[0].volume.data().iter().zip(want.data()) {
+            assert!((a - b).abs() < 1e-4 * scale, "angle {angle}: {a} vs {b}");
+        }
+        maps_by_angle.push((maps[0].volume.data().to_vec(), scale));
     }
+    let (a, b) = (&maps_by_angle[0], &maps_by_angle[1]);
+    let largest =
+        a.0.iter()
+            .zip(&b.0)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        largest > 1e-3 * a.1,
+        "rotating the frames changed nothing ({largest})"
+    );
 }
 
 #[test]

@@ -273,24 +273,59 @@ pub(crate) fn write_atomically(
     result
 }
 
-/// Reads a whole file, decompressing it when it starts with the gzip magic.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        gunzip(path, &raw)
-    } else {
-        Ok(raw)
-    }
+/// The most values (voxels times channels) any reader accepts: 2^30, 4 GiB
+/// as `f32`, more than a 512 x 512 x 2000 CT. An uncompressed file is also
+/// held to its own length (the header's sizes must match the bytes there),
+/// but compressed data can claim any size, so this bounds what a small
+/// corrupt or hostile file can make a reader allocate.
+pub const MAX_VALUES: usize = 1 << 30;
+
+/// The number of values that `sizes` declare, refused (naming `path`) when
+/// the product overflows or exceeds [`MAX_VALUES`]. Readers call this before
+/// allocating anything sized by the header.
+pub(crate) fn declared_values(path: &Path, sizes: &[usize]) -> Result<usize> {
+    sizes
+        .iter()
+        .try_fold(1usize, |n, &s| n.checked_mul(s))
+        .filter(|&n| n <= MAX_VALUES)
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "the header declares sizes {sizes:?}, more than the {MAX_VALUES} values tonno reads"
+                ),
+            )
+        })
 }
 
-/// Decompresses a gzip stream (all members), naming `path` on failure.
-pub(crate) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
+/// Reads a whole file that must be a regular file: a device or a pipe
+/// (`/dev/zero` behind a symlink or a NRRD `data file:` line) would be read
+/// without end.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let read_error = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
+    std::fs::read(path).map_err(read_error)
+}
+
+/// Whether bytes start with the gzip magic.
+pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Decompresses a gzip stream (all members), at most `limit + 1` bytes of
+/// it, so that a caller can tell "too long" from "exactly `limit`" without
+/// ever holding more than the header allows. Names `path` on failure.
+pub(crate) fn gunzip(path: &Path, raw: &[u8], limit: usize) -> Result<Vec<u8>> {
     use std::io::Read;
-    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
     flate2::read::MultiGzDecoder::new(raw)
+        .take((limit as u64).saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| {
             Error::format(

@@ -12,7 +12,10 @@ use ::nifti::writer::WriterOptions;
 use ::nifti::{NiftiHeader, NiftiType};
 use ndarray::{ArrayView, IxDyn, ShapeBuilder};
 
-use super::{DataType, Format, Image, ImageInfo, read_maybe_gz, write_atomically};
+use super::{
+    DataType, Format, Image, ImageInfo, declared_values, gunzip, is_gzip, read_file,
+    write_atomically,
+};
 use crate::affine::{Affine, Vec3, dot, norm};
 use crate::error::{Error, Result};
 use crate::volume::Volume;
@@ -263,7 +266,16 @@ pub fn affine_to_quaternion(a: &Affine) -> ([f64; 3], f64, Vec3) {
 /// Reads a NIfTI-1 image (gzipped or not) into RAS+ world coordinates.
 /// Dimensions 4 to 7 are flattened into channels.
 pub fn read(path: &Path) -> Result<Image> {
-    let bytes = read_maybe_gz(path)?;
+    let raw = read_file(path)?;
+    let gzipped = is_gzip(&raw);
+    // A compressed file is opened twice: its header first, so that the data
+    // are decompressed only as far as the header says they go.
+    let head = if gzipped {
+        gunzip(path, &raw, HEADER_BYTES)?
+    } else {
+        Vec::new()
+    };
+    let bytes: &[u8] = if gzipped { &head } else { &raw };
     if bytes.len() >= 4 {
         let sizeof_hdr = [0, 1, 2, 3].map(|i| bytes[i]);
         if i32::from_le_bytes(sizeof_hdr) == 540 || i32::from_be_bytes(sizeof_hdr) == 540 {
@@ -282,7 +294,7 @@ pub fn read(path: &Path) -> Result<Image> {
             ),
         ));
     }
-    let header = NiftiHeader::from_reader(&bytes[..]).map_err(|source| Error::Nifti {
+    let header = NiftiHeader::from_reader(bytes).map_err(|source| Error::Nifti {
         path: path.to_path_buf(),
         source,
     })?;
@@ -317,8 +329,10 @@ pub fn read(path: &Path) -> Result<Image> {
         path: path.to_path_buf(),
         source,
     })?;
-    let shape = [0, 1, 2].map(|d| dims.get(d).copied().unwrap_or(1) as usize);
-    let channels: usize = dims.iter().skip(3).map(|&d| d as usize).product();
+    let sizes: Vec<usize> = dims.iter().map(|&d| usize::from(d)).collect();
+    let voxels = declared_values(path, &sizes)?;
+    let shape = [0, 1, 2].map(|d| sizes.get(d).copied().unwrap_or(1));
+    let channels: usize = sizes.iter().skip(3).product();
     let datatype = datatype_of(path, &header)?;
     let bitpix = header.bitpix as usize;
     if bitpix != datatype.size() * 8 {
@@ -332,23 +346,30 @@ pub fn read(path: &Path) -> Result<Image> {
         ));
     }
     let offset = header.vox_offset;
-    if !offset.is_finite() || offset < HEADER_BYTES as f32 {
+    // Extensions beyond 1 GiB are not a header any tool writes.
+    if !offset.is_finite() || offset < HEADER_BYTES as f32 || offset > (1u32 << 30) as f32 {
         return Err(Error::format(path, format!("invalid vox_offset {offset}")));
     }
     let offset = offset as usize;
-    let voxels = shape.iter().product::<usize>() * channels;
     let expected = voxels * datatype.size();
+    let data_bytes;
+    let bytes: &[u8] = if gzipped {
+        data_bytes = gunzip(path, &raw, offset + expected)?;
+        &data_bytes
+    } else {
+        &raw
+    };
     let available = bytes.len().saturating_sub(offset);
     if available != expected {
-        let what = if available < expected {
-            "truncated"
+        let (what, has) = if available < expected {
+            ("truncated", available.to_string())
         } else {
-            "too long"
+            ("too long", "more".to_string())
         };
         return Err(Error::format(
             path,
             format!(
-                "{what}: the header's dimensions {:?} of {} need {expected} data bytes after offset {offset}, the file has {available}",
+                "{what}: the header's dimensions {:?} of {} need {expected} data bytes after offset {offset}, the file has {has}",
                 dims,
                 datatype.name()
             ),

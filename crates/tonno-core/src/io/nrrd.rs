@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{DataType, Format, Image, ImageInfo, gunzip, write_atomically};
+use super::{
+    DataType, Format, Image, ImageInfo, declared_values, gunzip, read_file, write_atomically,
+};
 use crate::affine::{Affine, Vec3};
 use crate::error::{Error, Result};
 use crate::volume::Volume;
@@ -192,10 +194,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
 
 /// Reads a NRRD image into RAS+ world coordinates.
 pub fn read(path: &Path) -> Result<Image> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_file(path)?;
     let header = parse_header(path, &bytes)?;
     let f = &header.fields;
     let get = |k: &str| f.get(k).map(String::as_str);
@@ -219,6 +218,7 @@ pub fn read(path: &Path) -> Result<Image> {
             format!("sizes {sizes:?} disagree with dimension {dimension}"),
         ));
     }
+    let voxels = declared_values(path, &sizes)?;
     let flips = space_to_ras(path, get("space"))?;
 
     // Which axes are spatial, and their world vectors.
@@ -337,10 +337,13 @@ pub fn read(path: &Path) -> Result<Image> {
             } else {
                 path.parent().unwrap_or(Path::new(".")).join(name)
             };
-            let b = std::fs::read(&p).map_err(|source| Error::Read {
-                path: p.clone(),
-                source,
-            })?;
+            if p.exists() && !p.is_file() {
+                return Err(Error::format(
+                    path,
+                    format!("its data file {} is not a regular file", p.display()),
+                ));
+            }
+            let b = read_file(&p)?;
             (b, p)
         }
         None => (bytes[header.data_start..].to_vec(), path.to_path_buf()),
@@ -357,14 +360,27 @@ pub fn read(path: &Path) -> Result<Image> {
             .ok_or_else(|| Error::format(&data_path, "line skip goes past the end of the data"))?
             + 1;
     }
-    let voxels: usize = sizes.iter().product();
     let expected = voxels * datatype.size();
     let byte_skip: i64 = get("byte skip").or(get("byteskip")).map_or(Ok(0), |s| {
         s.parse().map_err(|_| Error::format(path, "bad byte skip"))
     })?;
+    if byte_skip < -1 || (byte_skip == -1 && encoding != "raw") {
+        return Err(Error::format(
+            path,
+            format!(
+                "byte skip {byte_skip} is not valid for {encoding} data (-1 is for raw data only)"
+            ),
+        ));
+    }
     let mut raw = match encoding {
         "raw" => data_bytes[start..].to_vec(),
-        "gzip" | "gz" => gunzip(&data_path, &data_bytes[start..])?,
+        "gzip" | "gz" => {
+            // Decompress no further than the header says the data go.
+            let limit = usize::try_from(byte_skip)
+                .unwrap_or(0)
+                .saturating_add(expected);
+            gunzip(&data_path, &data_bytes[start..], limit)?
+        }
         "ascii" | "text" | "txt" => Vec::new(),
         other => {
             return Err(Error::format(
@@ -373,7 +389,9 @@ pub fn read(path: &Path) -> Result<Image> {
             ));
         }
     };
-    let mut values: Vec<f32> = Vec::with_capacity(voxels);
+    // Grown as values are found (ascii) or sized once the byte count has
+    // been checked (binary): never from the header's sizes alone.
+    let mut values: Vec<f32> = Vec::new();
     if matches!(encoding, "ascii" | "text" | "txt") {
         let text = std::str::from_utf8(&data_bytes[start..])
             .map_err(|_| Error::format(&data_path, "ascii data is not valid text"))?;
@@ -433,6 +451,7 @@ pub fn read(path: &Path) -> Result<Image> {
             Some("little") | None => false,
             Some(e) => return Err(Error::format(path, format!("bad endian {e:?}"))),
         };
+        values.reserve_exact(voxels);
         datatype.decode(&raw, big, &mut values);
     }
     // Reorder to channel-last with spatial axes in file order.

@@ -1,5 +1,5 @@
-//! Tests of the Radon transform against analytic answers (METHOD.md section 2)
-//! and its algebraic properties.
+//! Tests of the Radon transform against analytic answers (docs/METHOD.md
+//! section 2) and its algebraic properties.
 
 use std::f64::consts::PI;
 use std::sync::Arc;
@@ -109,7 +109,7 @@ fn plane_integrals_of_a_ball_are_pi_r2_minus_t2() {
 
 #[test]
 fn ball_reconstruction_is_one_inside_and_zero_outside() {
-    // METHOD.md: at 64^3 with K = 128 the mean inside is within 1% of 1 and
+    // docs/METHOD.md section 2: at 64^3 with K = 128 the mean inside is within 1% of 1 and
     // the mean absolute error inside 0.8 r below 5%.
     let r = 20.0;
     let c = [31.5, 31.5, 31.5];
@@ -626,5 +626,19 @@ fn tomographic_cam_is_sharper_than_averaged_cam_for_slice_level_responses() {
         "tomographic mean inside {}, direct {}",
         e.mean_inside,
         e0.mean_inside
+    );
+}
+
+#[test]
+fn a_misspelt_simd_kernel_is_refused_by_name() {
+    let e = RowKernel::choose(Some("avx3")).unwrap_err().to_string();
+    assert!(
+        e.contains("TONNO_SIMD") && e.contains("avx3") && e.contains("not a kernel"),
+        "{e}"
+    );
+    assert_eq!(RowKernel::choose(Some("scalar")).unwrap().name(), "scalar");
+    assert_eq!(
+        RowKernel::choose(None).unwrap().name(),
+        RowKernel::available()[0].name()
     );
 }

@@ -207,7 +207,8 @@ impl Encoder {
     }
 
     /// The default layer for LayerCAM: one stage before the last, at twice
-    /// the resolution (METHOD.md: "usable at an earlier, finer layer").
+    /// the resolution (docs/METHOD.md section 5: LayerCAM stays usable at an
+    /// earlier, finer layer).
     pub fn default_layercam_stage(&self) -> usize {
         self.stages().saturating_sub(1).max(1)
     }
