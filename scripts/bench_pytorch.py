@@ -5,7 +5,7 @@ one logit), the same batch sizes and slice sizes, on the CPU threads.
     python3 -m venv .venv && .venv/bin/pip install torch torchvision
     .venv/bin/python scripts/bench_pytorch.py [--steps 5] [--threads 2] [--encoders cnn] [--cnn-width 8]
 
-Prints JSON shaped like `tonno bench encoder --json`.
+Prints JSON shaped like `tonno bench encoder`.
 """
 import argparse
 import json

@@ -5,16 +5,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use rayon::prelude::*;
 use serde::Serialize;
 use tonno_core::affine::Affine;
 use tonno_core::geometry::{Ball, TomoGeometry, extract_stack};
 use tonno_core::radon::{Filter, Sinogram, backproject, plane_integrals};
+use tonno_core::sampler::{PreparedVolume, SamplingConfig};
 use tonno_core::synth::{SynthConfig, generate_case};
 use tonno_core::volume::Volume;
 use tonno_ml::methods::{Method, SegmentConfig, SliceModel};
 use tonno_ml::run::TrainedModel;
-use tonno_ml::sampler::{PreparedVolume, SamplingConfig};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -54,9 +53,6 @@ pub struct SegmentArgs {
     /// cpu, vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: tonno_ml::device::DeviceChoice,
-    /// Print JSON (the output is always JSON).
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,9 +79,6 @@ pub struct EncoderArgs {
     /// far the device's logits, loss and one training step are from it.
     #[arg(long)]
     compare_cpu: bool,
-    /// Print JSON (the output is always JSON).
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,9 +95,6 @@ pub struct RadonArgs {
     /// Timed repetitions of each step; the best is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Print JSON (the default output is also JSON; kept for symmetry).
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -170,13 +160,14 @@ fn radon(a: RadonArgs) -> anyhow::Result<ExitCode> {
     let updates = (k * vol.voxels()) as f64;
     let mut steps = Vec::new();
 
-    // Slice extraction alone, streamed one direction per thread.
+    // Slice extraction alone, as `tonno segment` runs it: one direction
+    // after another, each stack's slices in parallel.
     reset_peak_rss();
     let (t, _) = best_of(a.repeats, || {
-        (0..k).into_par_iter().for_each_init(
-            || vec![0.0f32; s * p * p],
-            |buf, d| extract_stack(&vol, 0, &geometry, d, 0.0, buf),
-        )
+        let mut buf = vec![0.0f32; s * p * p];
+        for d in 0..k {
+            extract_stack(&vol, &geometry, d, 0.0, &mut buf);
+        }
     });
     steps.push(Step {
         name: "slice_extraction",
@@ -296,7 +287,7 @@ fn segment(a: SegmentArgs) -> anyhow::Result<ExitCode> {
         Some(run) => {
             let t = TrainedModel::load(run, &device)
                 .with_context(|| format!("loading the model in {}", run.display()))?;
-            let sampling = t.config.sampling().clone();
+            let sampling = t.config.sampling.clone();
             let p = sampling.slice_size;
             (t.inference_encoder(), sampling, p, t.config.encoder.kind)
         }

@@ -11,13 +11,14 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 use tonno_core::io::dataset::LabelSource;
-use tonno_core::io::{case_name, read_image};
+use tonno_core::io::{case_name, list_images, read_image, write_text};
 use tonno_core::normalize::quantile;
 use tonno_core::synth::{SynthConfig, write_dataset};
+use tonno_ml::config::TrainConfig;
 use tonno_ml::device::DeviceChoice;
 use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel};
-use tonno_ml::run::TrainedModel;
-use tonno_ml::train::{DataSpec, RunMode, Silent, TrainConfig, train};
+use tonno_ml::run::{RunDir, TrainedModel};
+use tonno_ml::train::{DataSpec, RunMode, Silent, train};
 
 use crate::eval::{
     MethodRow, auto_columns, auto_summary, evaluate_method, oracle_dice, pairs, table,
@@ -68,16 +69,6 @@ struct KPoint {
 
 fn step(n: usize, text: &str) {
     eprintln!("[{n}/7] {text}");
-}
-
-fn images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".nii.gz"))
-        .collect();
-    v.sort();
-    Ok(v)
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -193,7 +184,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         device: device.clone(),
         batch: a.device.default_inference_batch(),
     };
-    let sampling = trained.config.sampling().clone();
+    let sampling = trained.config.sampling.clone();
+    let record = RunDir::new(&run_dir).read_config()?.data;
     let seg = |directions: usize| SegmentConfig {
         directions,
         slices: plan.slices,
@@ -201,17 +193,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         profile: ProfileValue::Logit,
         ..SegmentConfig::default()
     };
-    let test_files = images(&data.join("imagesTs"))?;
-    let val_files: Vec<PathBuf> = trained
-        .config
-        .data
+    let test_files = list_images(&data.join("imagesTs"))?;
+    let val_files: Vec<PathBuf> = record
         .val_cases
         .iter()
         .map(|c| data.join("imagesTr").join(format!("{c}.nii.gz")))
         .collect();
     let val_truth = out.join("val_truth");
     std::fs::create_dir_all(&val_truth)?;
-    for c in &trained.config.data.val_cases {
+    for c in &record.val_cases {
         let name = format!("{c}.nii.gz");
         std::fs::copy(data.join("labelsTr").join(&name), val_truth.join(&name))
             .with_context(|| format!("copying the mask of {c}"))?;
@@ -229,6 +219,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             threshold: None,
             auto_fraction: None,
             force: true,
+            skip_existing: false,
             sum: false,
             // The demo evaluates heatmaps, not masks: no scores, no gate.
             rule: None,
@@ -336,7 +327,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             ),
         ],
     );
-    std::fs::write(report.join("dice_vs_k.svg"), svg)?;
+    write_text(&report.join("dice_vs_k.svg"), &svg, true)?;
     let mut columns = auto_columns(&rows);
     columns.push(("s / volume", seconds));
     let table_md = table(&rows, &columns);
@@ -364,8 +355,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         plan.size,
         plan.contrast.0,
         plan.contrast.1,
-        trained.config.data.train_cases.len(),
-        trained.config.data.val_cases.len(),
+        record.train_cases.len(),
+        record.val_cases.len(),
         test_files.len(),
         train_seconds / 60.0,
         summary.epochs,
@@ -402,13 +393,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     for (case, png) in &figures {
         md += &format!("### {case}\n\n![{case}]({png})\n\n");
     }
-    std::fs::write(report.join("report.md"), &md)?;
+    write_text(&report.join("report.md"), &md, true)?;
     let results = serde_json::json!({
         "wall_seconds": wall, "train": summary, "methods": rows, "k_sweep": k_points,
     });
-    std::fs::write(
-        report.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
+    write_text(
+        &report.join("results.json"),
+        &serde_json::to_string_pretty(&results)?,
+        true,
     )?;
     outln!("{table_md}");
     outln!(
@@ -440,7 +432,7 @@ fn figures(
     n: usize,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for mask_path in images(&data.join("labelsTs"))? {
+    for mask_path in list_images(&data.join("labelsTs"))? {
         if out.len() >= n {
             break;
         }

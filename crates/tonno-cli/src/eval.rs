@@ -9,7 +9,7 @@ use serde::Serialize;
 use tonno_core::eval::{
     AUTO_FRACTION, Evaluation, Pair, ThresholdSource, best_threshold, evaluate, evaluate_auto,
 };
-use tonno_core::io::{case_name, is_image_file, read_image};
+use tonno_core::io::{case_name, list_images, read_image};
 use tonno_ml::methods::Method;
 
 #[derive(Debug, clap::Args)]
@@ -44,13 +44,10 @@ pub struct Args {
 /// The masks of a folder, by case.
 fn masks(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     anyhow::ensure!(dir.is_dir(), "{}: not a folder", dir.display());
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let p = e?.path();
-        if p.is_file() && is_image_file(&p) {
-            out.insert(case_name(&p), p);
-        }
-    }
+    let out: BTreeMap<String, PathBuf> = list_images(dir)?
+        .into_iter()
+        .map(|p| (case_name(&p), p))
+        .collect();
     anyhow::ensure!(!out.is_empty(), "{}: no masks", dir.display());
     Ok(out)
 }

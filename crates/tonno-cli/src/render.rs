@@ -47,18 +47,23 @@ impl Rgb {
     }
 
     pub fn write_png(&self, path: &Path) -> anyhow::Result<()> {
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut enc =
-            png::Encoder::new(std::io::BufWriter::new(file), self.w as u32, self.h as u32);
+        let mut bytes = Vec::new();
+        let mut enc = png::Encoder::new(&mut bytes, self.w as u32, self.h as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc
-            .write_header()
-            .with_context(|| format!("writing {}", path.display()))?;
         let data: Vec<u8> = self.px.iter().flatten().copied().collect();
-        w.write_image_data(&data)
-            .with_context(|| format!("writing {}", path.display()))?;
+        enc.write_header()
+            .and_then(|mut w| {
+                w.write_image_data(&data)?;
+                w.finish()
+            })
+            .with_context(|| format!("encoding {}", path.display()))?;
+        tonno_core::io::write_atomically(path, true, |tmp| {
+            std::fs::write(tmp, &bytes).map_err(|source| tonno_core::Error::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
         Ok(())
     }
 }

@@ -8,14 +8,14 @@ use anyhow::Context;
 use serde::Serialize;
 use tonno_core::eval::auto_threshold;
 use tonno_core::geometry::Ball;
-use tonno_core::io::{DataType, case_name, is_image_file, read_image, write_image};
+use tonno_core::io::{DataType, case_name, list_images, read_image, write_image};
 use tonno_core::normalize::{BODY_MARGIN_VOXELS, Normalization, body_mask};
 use tonno_core::radon::Padding;
+use tonno_core::sampler::{BallFit, PreparedVolume, SamplingConfig};
 use tonno_ml::decision::{Decision, ScoreRule};
 use tonno_ml::device::DeviceChoice;
 use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel, Timings, segment};
 use tonno_ml::run::TrainedModel;
-use tonno_ml::sampler::{BallFit, PreparedVolume, SamplingConfig};
 
 use crate::progress;
 use crate::tomo_args::TomoArgs;
@@ -74,8 +74,14 @@ pub struct Args {
     #[arg(long)]
     batch: Option<usize>,
     /// Replace existing outputs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "skip_existing")]
     force: bool,
+    /// Continue a folder that an earlier run left unfinished (killed, say):
+    /// a case whose outputs are all there is only scored, the others are
+    /// segmented again. Every file is written whole under a temporary name
+    /// and then renamed, so a file that is there is complete.
+    #[arg(long)]
+    skip_existing: bool,
     /// Stop at the first bad input instead of reporting it and going on.
     #[arg(long)]
     fail_fast: bool,
@@ -118,6 +124,8 @@ pub struct CaseResult {
     pub predicted: Option<bool>,
     /// Whether its masks were emptied by the gate.
     pub gated: bool,
+    /// Whether its outputs were already there (`--skip-existing`).
+    pub skipped: bool,
     pub outputs: Vec<PathBuf>,
     pub seconds: f64,
     pub timings: Timings,
@@ -139,18 +147,7 @@ fn inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
             input.join("imagesTs").display()
         );
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
-        .with_context(|| format!("listing {}", input.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && is_image_file(p)
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
+    let files = list_images(input)?;
     anyhow::ensure!(
         !files.is_empty(),
         "{}: no images (.nii, .nii.gz, .nrrd, .nhdr)",
@@ -201,7 +198,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     // Slices must look like the training slices: same normalisation, ball fit and size.
     let sampling = match &trained {
-        Some(t) => t.config.sampling().clone(),
+        Some(t) => t.config.sampling.clone(),
         None => SamplingConfig {
             normalization: Normalization::None,
             ball: BallFit::Covering,
@@ -210,9 +207,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     if let (Some(t), Some(p)) = (&trained, a.tomo.pixels) {
         anyhow::ensure!(
-            p == t.config.train.sampling.slice_size,
+            p == t.config.sampling.slice_size,
             "--pixels {p}, but the model was trained on {0}x{0} slices",
-            t.config.train.sampling.slice_size
+            t.config.sampling.slice_size
         );
     }
     let sum = trained.is_none();
@@ -227,18 +224,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             } else {
                 Some(Decision::read(&path)?)
             };
-            if !a.force && predictions.exists() {
+            if !a.force && !a.skip_existing && predictions.exists() {
                 anyhow::bail!(
-                    "{} already exists; pass --force to replace it",
+                    "{} already exists; pass --skip-existing to continue the folder or --force to replace it",
                     predictions.display()
                 );
             }
             (
-                Some(
-                    decision
-                        .as_ref()
-                        .map_or(t.config.train.score_rule(), |d| d.rule),
-                ),
+                Some(decision.as_ref().map_or(t.config.score_rule, |d| d.rule)),
                 decision,
             )
         }
@@ -256,6 +249,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             threshold: a.threshold,
             auto_fraction: a.auto_fraction,
             force: a.force,
+            skip_existing: a.skip_existing,
             sum,
             rule: rule.as_ref(),
             decision: decision.as_ref(),
@@ -297,6 +291,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 (Some(s), None) => format!(", score {s:.3}"),
                 _ => String::new(),
             };
+            if r.skipped {
+                outln!(
+                    "{}: {} output(s) already there, kept{verdict}",
+                    r.case,
+                    r.outputs.len()
+                );
+                continue;
+            }
             outln!(
                 "{}: {} heatmap(s) in {:.1}s (slicing {:.1}s, encoder {:.1}s, reconstruction {:.1}s){verdict}",
                 r.case,
@@ -335,6 +337,8 @@ pub struct Job<'a> {
     /// The fraction of [`MaskThreshold::Auto`] (`None`: each method's own).
     pub auto_fraction: Option<f64>,
     pub force: bool,
+    /// Keep a case whose outputs are all there; redo one with some missing.
+    pub skip_existing: bool,
     /// The exact "sum" encoder: raw intensities, zero outside, the covering ball.
     pub sum: bool,
     /// How a scan's score is computed (a trained model only).
@@ -374,9 +378,7 @@ fn write_predictions(path: &Path, results: &[CaseResult]) -> anyhow::Result<()> 
         let predicted = r.predicted.map_or("", |p| if p { "1" } else { "0" });
         text += &format!("{},{score},{predicted}\n", r.case);
     }
-    let tmp = path.with_file_name(".predictions.csv.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    Ok(tonno_core::io::write_text(path, &text, true)?)
 }
 
 fn segment_config(
@@ -428,16 +430,27 @@ pub fn segment_file(
             if mask { "_mask" } else { "" }
         ))
     };
-    if !job.force {
-        for m in job.methods {
-            let p = out_path(*m, false);
-            anyhow::ensure!(
-                !p.exists(),
-                "{} already exists; pass --force to replace it",
-                p.display()
-            );
-        }
+    let expected: Vec<PathBuf> = job
+        .methods
+        .iter()
+        .flat_map(|&m| {
+            let mask = job.threshold.map(|_| out_path(m, true));
+            std::iter::once(out_path(m, false)).chain(mask)
+        })
+        .collect();
+    let there: Vec<&PathBuf> = expected.iter().filter(|p| p.exists()).collect();
+    if let Some(p) = there.first()
+        && !job.force
+        && !job.skip_existing
+    {
+        anyhow::bail!(
+            "{} already exists; pass --skip-existing to continue the folder or --force to replace it",
+            p.display()
+        );
     }
+    let skipped = job.skip_existing && there.len() == expected.len();
+    // An incomplete case of an earlier run is redone whole.
+    let overwrite = job.force || job.skip_existing;
     let img = read_image(file).with_context(|| format!("reading {}", file.display()))?;
     let mut prepared = PreparedVolume::new(&case, &img.volume, None, job.sampling)
         .with_context(|| format!("preparing {}", file.display()))?;
@@ -461,6 +474,19 @@ pub fn segment_file(
     };
     let predicted = score.zip(job.decision).map(|(s, d)| d.positive(s));
     let gated = job.gate && predicted == Some(false);
+    if skipped {
+        return Ok(CaseResult {
+            case,
+            input: file.to_path_buf(),
+            score,
+            predicted,
+            gated,
+            skipped,
+            outputs: expected,
+            seconds: start.elapsed().as_secs_f64(),
+            timings: Timings::default(),
+        });
+    }
     let (heatmaps, timings) = segment(&prepared, job.model, job.methods, config)
         .with_context(|| format!("segmenting {}", file.display()))?;
     let body = job
@@ -472,7 +498,7 @@ pub fn segment_file(
             restrict_to_body(h.volume.data_mut(), body);
         }
         let p = out_path(h.method, false);
-        write_image(&p, &h.volume, DataType::F32, Some(&img.info), job.force)
+        write_image(&p, &h.volume, DataType::F32, Some(&img.info), overwrite)
             .with_context(|| format!("writing {}", p.display()))?;
         outputs.push(p);
         if let Some(threshold) = job.threshold {
@@ -491,7 +517,7 @@ pub fn segment_file(
                     .collect(),
             )?;
             let p = out_path(h.method, true);
-            write_image(&p, &mask, DataType::U8, Some(&img.info), job.force)
+            write_image(&p, &mask, DataType::U8, Some(&img.info), overwrite)
                 .with_context(|| format!("writing {}", p.display()))?;
             outputs.push(p);
         }
@@ -502,6 +528,7 @@ pub fn segment_file(
         score,
         predicted,
         gated,
+        skipped,
         outputs,
         seconds: start.elapsed().as_secs_f64(),
         timings,

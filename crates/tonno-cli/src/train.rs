@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use indicatif::ProgressBar;
 use tonno_core::io::dataset::LabelSource;
+use tonno_ml::config::TrainConfig;
 use tonno_ml::device::DeviceChoice;
 use tonno_ml::encoder::EncoderKind;
-use tonno_ml::train::{DataSpec, EpochMetrics, RunMode, TrainConfig, TrainObserver, train};
+use tonno_ml::train::{DataSpec, EpochMetrics, RunMode, TrainObserver, train};
 
 use crate::progress;
 
@@ -60,8 +61,13 @@ pub struct Args {
     /// TOML file with any training setting; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long, conflicts_with = "force")]
+    /// Continue the run in --out from its last checkpoint, with the settings
+    /// stored in its config.toml; only --max-minutes may be given again
+    /// (--data and the labels must be those it was trained on).
+    #[arg(long, conflicts_with_all = [
+        "force", "config", "encoder", "slice_size", "pretrained", "epochs",
+        "steps_per_epoch", "batch_size", "lr", "seed", "device",
+    ])]
     resume: bool,
     /// Replace an earlier run in --out.
     #[arg(long)]
@@ -104,12 +110,7 @@ impl TrainObserver for Bar {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut config = match &a.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str::<TrainConfig>(&text)
-                .with_context(|| format!("{}: not a valid training config", p.display()))?
-        }
+        Some(p) => TrainConfig::read(p)?,
         None => TrainConfig::default(),
     };
     if let Some(e) = a.encoder {

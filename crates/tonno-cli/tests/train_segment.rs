@@ -130,6 +130,33 @@ fn killed_training_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted
         "--resume",
         "--force",
     ]);
+    // A resumed run keeps its stored settings: a flag that would be ignored
+    // is refused, and so are other labels than it was trained on.
+    let resume = ["train", "--data", "d", "--out", "full", "--resume"];
+    for extra in [["--epochs", "9"], ["--device", "cpu"], ["--seed", "3"]] {
+        tonno(dir.path(), &[&resume[..], &extra[..]].concat())
+            .fails_with(&["cannot be used with", extra[0]]);
+    }
+    tonno(
+        dir.path(),
+        &[&resume[..], &["--labels-from-masks"]].concat(),
+    )
+    .fails_with(&["trained with labels", "resume with the same labels"]);
+    // A history or a state that cannot be read stops the resume instead of
+    // restarting from nothing.
+    let run = dir.path().join("full");
+    let history = std::fs::read_to_string(run.join("metrics.json")).unwrap();
+    std::fs::write(run.join("metrics.json"), "[{\"epoch\": 1,").unwrap();
+    tonno(dir.path(), &resume).fails_with(&["metrics.json", "corrupt"]);
+    std::fs::write(run.join("metrics.json"), &history).unwrap();
+    std::fs::rename(run.join("checkpoint.json"), run.join("state.bak")).unwrap();
+    std::fs::create_dir(run.join("checkpoint.json")).unwrap();
+    tonno(dir.path(), &resume).fails_with(&["checkpoint.json"]);
+    std::fs::remove_dir(run.join("checkpoint.json")).unwrap();
+    std::fs::rename(run.join("state.bak"), run.join("checkpoint.json")).unwrap();
+    // Resuming a finished run changes nothing.
+    tonno(dir.path(), &resume).ok();
+    assert_eq!(metrics(&run), full);
 }
 
 #[test]
@@ -410,4 +437,104 @@ fn segment_with_the_sum_encoder_reconstructs_the_input_like_radon() {
         ],
     )
     .fails_with(&["needs a trained network"]);
+}
+
+/// The files of a folder that a reader would see (not the hidden temporary
+/// files of an interrupted write), by name.
+fn visible_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_killed_segment_leaves_only_whole_files_and_skip_existing_finishes_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    setup_trained(dir.path());
+    let args = [
+        "segment",
+        "--model",
+        "run",
+        "--input",
+        "d/imagesTs",
+        "--method",
+        "tonno,gradcam2d",
+        "--threshold",
+        "auto",
+        "--directions",
+        "16",
+    ];
+    tonno(dir.path(), &[&args[..], &["--out", "full"]].concat()).ok();
+    let full = visible_files(&dir.path().join("full"));
+    // kill -9 as soon as the first file is there.
+    let cut = dir.path().join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonno"))
+        .args([&args[..], &["--out", "cut"]].concat())
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !cut.is_dir() || visible_files(&cut).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no output");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = visible_files(&cut);
+    assert!(
+        left.len() < full.len(),
+        "killed too late: {} of {} files already written",
+        left.len(),
+        full.len()
+    );
+    // Every file that is there is complete: it reads, and it is the file
+    // the uninterrupted run wrote.
+    for (name, bytes) in &left {
+        tonno_core::io::read_image(&cut.join(name))
+            .unwrap_or_else(|e| panic!("{name} is not a whole image: {e}"));
+        let reference = &full.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(bytes, reference, "{name}");
+    }
+    // A rerun does not overwrite them unasked, and --skip-existing finishes
+    // the folder as the uninterrupted run left it.
+    tonno(dir.path(), &[&args[..], &["--out", "cut"]].concat()).fails_with(&[
+        "already exists",
+        "--skip-existing",
+        "--force",
+    ]);
+    let r = tonno(
+        dir.path(),
+        &[&args[..], &["--out", "cut", "--skip-existing"]].concat(),
+    );
+    r.ok();
+    let done = visible_files(&cut);
+    assert_eq!(
+        done.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        full.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    assert!(
+        done == full,
+        "the continued folder differs from the uninterrupted one"
+    );
+    // Run once more: every case is kept, and said so.
+    let again = tonno(
+        dir.path(),
+        &[&args[..], &["--out", "cut", "--skip-existing"]].concat(),
+    );
+    assert!(
+        again.stdout().contains("already there"),
+        "{}",
+        again.stdout()
+    );
+    assert!(visible_files(&cut) == full);
 }

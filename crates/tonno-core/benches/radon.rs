@@ -30,7 +30,7 @@ fn radon(c: &mut Criterion) {
         group.throughput(Throughput::Elements((n * n * n) as u64));
         let mut stack = vec![0.0f32; n * n * n];
         group.bench_function(format!("extract_stack/n{n}"), |b| {
-            b.iter(|| extract_stack(black_box(&v), 0, &g, 3, 0.0, &mut stack))
+            b.iter(|| extract_stack(black_box(&v), &g, 3, 0.0, &mut stack))
         });
 
         group.throughput(Throughput::Elements((k * n * n * n) as u64));

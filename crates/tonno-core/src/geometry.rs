@@ -382,25 +382,51 @@ fn sample_interior(
     }
 }
 
-/// Extracts the whole stack of direction `k`: `S` slices of `P x P`
-/// pixels, layout `[t][b][a]`, into `out` (`S * P * P` values).
+/// Samples every channel of `volume` on each of `planes` (all of `P x P`
+/// pixels), layout `(N, C, P, P)`, into `out`, in parallel over planes:
+/// the one slice extraction of tonno, used by training, validation,
+/// scoring, segmentation and the benchmarks alike.
+pub fn sample_planes(volume: &Volume, planes: &[Plane], background: f32, out: &mut [f32]) {
+    let Some(first) = planes.first() else {
+        return;
+    };
+    let pp = first.pixels * first.pixels;
+    let per = volume.channels() * pp;
+    assert_eq!(
+        out.len(),
+        planes.len() * per,
+        "sample_planes: output holds N*C*P*P values"
+    );
+    let one = |plane: &Plane, slice: &mut [f32]| {
+        assert_eq!(
+            plane.pixels, first.pixels,
+            "sample_planes: planes of one size"
+        );
+        for (c, chunk) in slice.chunks_exact_mut(pp).enumerate() {
+            sample_plane(volume, c, plane, background, chunk);
+        }
+    };
+    if planes.len() == 1 {
+        one(first, out);
+    } else {
+        use rayon::prelude::*;
+        out.par_chunks_mut(per)
+            .zip(planes)
+            .for_each(|(slice, plane)| one(plane, slice));
+    }
+}
+
+/// The whole stack of direction `k`: `S` slices, layout `(S, C, P, P)`
+/// ([`sample_planes`] on the geometry's planes of that direction).
 pub fn extract_stack(
     volume: &Volume,
-    channel: usize,
     geometry: &TomoGeometry,
     k: usize,
     background: f32,
     out: &mut [f32],
 ) {
-    let pp = geometry.pixels * geometry.pixels;
-    assert_eq!(
-        out.len(),
-        geometry.slices * pp,
-        "extract_stack: output holds S*P*P values"
-    );
-    for (j, slice) in out.chunks_exact_mut(pp).enumerate() {
-        sample_plane(volume, channel, &geometry.plane(k, j), background, slice);
-    }
+    let planes: Vec<Plane> = (0..geometry.slices).map(|j| geometry.plane(k, j)).collect();
+    sample_planes(volume, &planes, background, out);
 }
 
 #[cfg(test)]

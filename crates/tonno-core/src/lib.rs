@@ -1,6 +1,6 @@
 //! tonno-core: volumes, medical image formats, tomographic geometry, the 3D
-//! Radon transform and its inverse, synthetic data and metrics, with no
-//! deep-learning dependency.
+//! Radon transform and its inverse, the slices an encoder is trained and
+//! run on, synthetic data and metrics, with no deep-learning dependency.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod radon;
 pub mod rng;
+pub mod sampler;
 pub mod synth;
 pub mod volume;
 

@@ -4,17 +4,17 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::BinaryCrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use serde::Serialize;
+use tonno_core::sampler::{Batch, PreparedVolume, SamplingConfig, SliceSampler};
 use tonno_core::synth::{SynthConfig, generate_case};
 
+use crate::config::{Objective, TrainConfig};
 use crate::device::DeviceChoice;
 use crate::encoder::{EncoderConfig, EncoderKind};
 use crate::error::Result;
 use crate::infer;
-use crate::sampler::{PreparedVolume, SamplingConfig, SliceSampler};
+use crate::train::TrainStep;
 
 /// Figures for one encoder.
 #[derive(Debug, Clone, Serialize)]
@@ -47,27 +47,34 @@ pub fn encoder_throughput(
     };
     let mut model = cfg.init(&ad)?;
     let parameters = model.num_params();
-    let mut optim = AdamWConfig::new().init();
-    let bce = BinaryCrossEntropyLossConfig::new()
-        .with_logits(true)
-        .init(&ad);
+    // The default training's step (its objective and weight decay) on a
+    // batch of this size.
+    let train_config = TrainConfig {
+        encoder: kind,
+        batch_size: train_batch,
+        ..TrainConfig::default()
+    };
+    train_config.validate()?;
+    let mut stepper = TrainStep::new(&train_config, &ad);
     let p = slice_size;
-    let x = Tensor::<4>::random(
-        [train_batch, 1, p, p],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &ad,
-    );
-    let labels: Vec<i64> = (0..train_batch).map(|i| (i % 2) as i64).collect();
-    let y = Tensor::<2, Int>::from_data(TensorData::new(labels, [train_batch, 1]), &ad);
+    let batch = || Batch {
+        slices: (0..train_batch * p * p)
+            .map(|i| (((i * 7919) % 2000) as f32 / 1000.0) - 1.0)
+            .collect(),
+        labels: (0..stepper.labels_per_batch(train_batch))
+            .map(|i| (i % 2) as f32)
+            .collect(),
+        n: train_batch,
+        channels: 1,
+        pixels: p,
+    };
+    let batches: Vec<Batch> = (0..=steps).map(|_| batch()).collect();
     let mut t0 = Instant::now();
-    for s in 0..=steps {
+    for (s, b) in batches.into_iter().enumerate() {
         if s == 1 {
             t0 = Instant::now(); // step 0 warms up (and JIT-compiles on GPUs)
         }
-        let loss = bce.forward(model.forward(x.clone()), y.clone());
-        let _ = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-4, model, grads);
+        (model, _) = stepper.step(model, b, train_config.lr, &ad);
     }
     let train = (steps * train_batch) as f64 / t0.elapsed().as_secs_f64();
     let valid = model.valid();
@@ -108,7 +115,7 @@ pub fn sampler_throughput(slice_size: usize, batches: usize) -> Result<f64> {
             let c = generate_case(&synth, i, i % 2 == 0, false)?;
             PreparedVolume::new(&c.name, &c.image, Some(c.label()), &config)
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<tonno_core::Result<Vec<_>>>()?;
     let sampler = SliceSampler::new(volumes, config)?;
     let t0 = Instant::now();
     for b in 0..batches {
@@ -171,7 +178,7 @@ pub fn compare_with_cpu(
     let input: Vec<f32> = (0..batch * p * p)
         .map(|i| (((i * 7919) % 2000) as f32 / 1000.0) - 1.0)
         .collect();
-    let labels: Vec<i64> = (0..batch).map(|i| (i % 2) as i64).collect();
+    let labels: Vec<f32> = (0..batch).map(|i| (i % 2) as f32).collect();
     let infer =
         |m: &crate::encoder::Encoder, d: &Device| infer::logits(&m.valid(), d, &input, 1, p, batch);
     let (a, b) = (infer(&model_cpu, &cpu)?, infer(&model_dev, &dev)?);
@@ -181,17 +188,21 @@ pub fn compare_with_cpu(
             .map(|(x, y)| (x - y).abs() as f64)
             .fold(0.0, f64::max)
     };
+    // The training step with a label per slice (any batch size will do).
+    let train_config = TrainConfig {
+        objective: Objective::Slices,
+        ..TrainConfig::default()
+    };
     let step = |m: crate::encoder::Encoder, d: &Device| -> Result<(f64, crate::encoder::Encoder)> {
-        let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [batch, 1, p, p]), d);
-        let y = Tensor::<2, Int>::from_data(TensorData::new(labels.clone(), [batch, 1]), d);
-        let bce = BinaryCrossEntropyLossConfig::new()
-            .with_logits(true)
-            .init(d);
-        let loss = bce.forward(m.forward(x), y);
-        let l = loss.clone().into_scalar::<f32>() as f64;
-        let grads = GradientsParams::from_grads(loss.backward(), &m);
-        let mut optim = AdamWConfig::new().init();
-        Ok((l, optim.step(1e-3, m, grads)))
+        let b = Batch {
+            slices: input.clone(),
+            labels: labels.clone(),
+            n: batch,
+            channels: 1,
+            pixels: p,
+        };
+        let (m, l) = TrainStep::new(&train_config, d).step(m, b, train_config.lr, d);
+        Ok((l, m))
     };
     let (loss_cpu, stepped_cpu) = step(model_cpu, &cpu_ad)?;
     let (loss_device, stepped_dev) = step(model_dev, &dev_ad)?;

@@ -13,12 +13,34 @@ use std::path::Path;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tonno_core::geometry::sample_planes;
+use tonno_core::sampler::PreparedVolume;
 
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::infer;
-use crate::sampler::PreparedVolume;
-use crate::train::Aggregate;
+
+/// How a volume's slice logits become one score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// The largest slice logit: sensitive to a lesion seen in a few slices.
+    #[default]
+    Max,
+    /// The mean slice logit.
+    Mean,
+}
+
+impl Aggregate {
+    /// The AUROC this aggregate selects on, chance (0.5) when undefined.
+    pub(crate) fn pick(self, max: Option<f64>, mean: Option<f64>) -> f64 {
+        match self {
+            Self::Max => max,
+            Self::Mean => mean,
+        }
+        .unwrap_or(0.5)
+    }
+}
 
 /// How a scan's score is computed from its encoder's slice logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,11 +139,8 @@ pub fn fixed_slices(
     pixels: usize,
 ) -> Result<Vec<f32>> {
     let planes = volume.validation_planes(directions, slices, pixels)?;
-    let per = volume.volume.channels() * pixels * pixels;
-    let mut out = vec![0.0f32; planes.len() * per];
-    for (plane, chunk) in planes.iter().zip(out.chunks_exact_mut(per)) {
-        volume.sample(plane, chunk);
-    }
+    let mut out = vec![0.0f32; planes.len() * volume.volume.channels() * pixels * pixels];
+    sample_planes(&volume.volume, &planes, volume.background, &mut out);
     Ok(out)
 }
 

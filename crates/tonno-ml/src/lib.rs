@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cam;
+pub mod config;
 pub mod decision;
 pub mod device;
 pub mod encoder;
@@ -11,7 +12,6 @@ pub mod error;
 pub mod infer;
 pub mod methods;
 pub mod run;
-pub mod sampler;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -19,20 +19,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::prelude::*;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tonno_core::affine::{Vec3, cross};
-use tonno_core::geometry::{Ball, Frame, Plane, TomoGeometry};
+use tonno_core::geometry::{Ball, Frame, Plane, TomoGeometry, extract_stack};
 use tonno_core::radon::{
     Filter, Sinogram, Stack, backproject_stack, filter_stack, inverse_scale, reconstruct,
 };
+use tonno_core::sampler::PreparedVolume;
 use tonno_core::volume::Volume;
 
 use crate::cam::{CamKind, cams};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::infer;
-use crate::sampler::PreparedVolume;
 
 /// A segmentation method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -302,23 +301,16 @@ fn cam_kinds(methods: &[Method], stages: (usize, usize)) -> Vec<(CamKind, usize)
     kinds
 }
 
-/// Slices (`S x C x P x P`) of direction `k`, extracted in parallel.
+/// Slices (`S x C x P x P`) of direction `k`.
 fn direction_stack(
     prepared: &PreparedVolume,
     geometry: &TomoGeometry,
     k: usize,
     background: f32,
 ) -> Vec<f32> {
-    let c = prepared.volume.channels();
-    let per = c * geometry.pixels * geometry.pixels;
+    let per = prepared.volume.channels() * geometry.pixels * geometry.pixels;
     let mut stack = vec![0.0f32; geometry.slices * per];
-    stack.par_chunks_mut(per).enumerate().for_each(|(j, out)| {
-        let plane = geometry.plane(k, j);
-        let pp = geometry.pixels * geometry.pixels;
-        for (ch, chunk) in out.chunks_exact_mut(pp).enumerate() {
-            tonno_core::geometry::sample_plane(&prepared.volume, ch, &plane, background, chunk);
-        }
-    });
+    extract_stack(&prepared.volume, geometry, k, background, &mut stack);
     stack
 }
 

@@ -20,11 +20,12 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
+use tonno_core::sampler::SamplingConfig;
 
+use crate::config::TrainConfig;
+use crate::decision::{Aggregate, ScoreRule};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{Error, Result};
-use crate::sampler::SamplingConfig;
-use crate::train::TrainConfig;
 
 /// Where the data came from and how it was split.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,9 +48,75 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// How slices for this model are made (inference must match training).
-    pub fn sampling(&self) -> &SamplingConfig {
-        &self.train.sampling
+    /// What inference needs of this run.
+    pub fn model(&self) -> ModelConfig {
+        ModelConfig {
+            encoder: self.encoder.clone(),
+            sampling: self.train.sampling.clone(),
+            score_rule: self.train.score_rule(),
+        }
+    }
+}
+
+/// What inference needs from a run: the encoder, how its slices are made
+/// (inference must match training) and how a scan is scored when the run
+/// has no `decision.json`. It is read from `config.toml` without the other
+/// training settings, so that a training setting added, renamed or removed
+/// later leaves old runs usable for inference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub encoder: EncoderConfig,
+    pub sampling: SamplingConfig,
+    pub score_rule: ScoreRule,
+}
+
+impl ModelConfig {
+    /// Checks every size a config file gives.
+    pub fn validate(&self) -> Result<()> {
+        self.encoder.validate()?;
+        self.sampling.validate()?;
+        let r = &self.score_rule;
+        for (name, v) in [("val_directions", r.directions), ("val_slices", r.slices)] {
+            if v == 0 || v > MAX_SCORE_SLICES {
+                return Err(Error::invalid(
+                    name,
+                    format!("{v} (must be 1 to {MAX_SCORE_SLICES})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most directions (and offsets per direction) a scan's score may use.
+pub const MAX_SCORE_SLICES: usize = 4096;
+
+/// The part of `config.toml` that [`ModelConfig`] is read from; every other
+/// key is ignored.
+#[derive(Deserialize)]
+struct StoredModel {
+    encoder: EncoderConfig,
+    train: StoredTrain,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct StoredTrain {
+    sampling: SamplingConfig,
+    selection: Aggregate,
+    val_directions: usize,
+    val_slices: usize,
+}
+
+impl Default for StoredTrain {
+    fn default() -> Self {
+        let t = TrainConfig::default();
+        Self {
+            sampling: t.sampling,
+            selection: t.selection,
+            val_directions: t.val_directions,
+            val_slices: t.val_slices,
+        }
     }
 }
 
@@ -128,17 +195,54 @@ impl RunDir {
         ]
     }
 
-    /// Reads `config.toml`.
+    /// Reads `config.toml` whole, as resuming a run needs it, and checks it.
     pub fn read_config(&self) -> Result<RunConfig> {
-        let path = self.config();
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        let (path, text) = self.config_text()?;
+        let config: RunConfig = toml::from_str(&text).map_err(|e| Error::Run {
             path: path.clone(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| Error::Run {
-            path,
             reason: format!("not a tonno run config: {e}"),
-        })
+        })?;
+        config
+            .train
+            .validate()
+            .and_then(|()| config.model().validate())
+            .map_err(|e| Error::Run {
+                path,
+                reason: e.to_string(),
+            })?;
+        Ok(config)
+    }
+
+    /// Reads what inference needs from `config.toml` and checks it.
+    pub fn read_model(&self) -> Result<ModelConfig> {
+        let (path, text) = self.config_text()?;
+        let stored: StoredModel = toml::from_str(&text).map_err(|e| Error::Run {
+            path: path.clone(),
+            reason: format!("not a tonno run config: {e}"),
+        })?;
+        let model = ModelConfig {
+            encoder: stored.encoder,
+            sampling: stored.train.sampling,
+            score_rule: ScoreRule {
+                aggregate: stored.train.selection,
+                directions: stored.train.val_directions,
+                slices: stored.train.val_slices,
+            },
+        };
+        model.validate().map_err(|e| Error::Run {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok(model)
+    }
+
+    fn config_text(&self) -> Result<(PathBuf, String)> {
+        let path = self.config();
+        let text = tonno_core::io::read_text(&path).map_err(|e| Error::Run {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((path, text))
     }
 
     /// Writes `config.toml` (atomically, as [`Self::write_text`]).
@@ -148,17 +252,9 @@ impl RunDir {
         self.write_text(&self.config(), &text)
     }
 
-    /// Writes `text` to `path` through a temporary file and a rename.
+    /// Writes (or replaces) `path` through a temporary file and a rename.
     pub fn write_text(&self, path: &Path, text: &str) -> Result<()> {
-        let tmp = tmp_name(path);
-        std::fs::write(&tmp, text).map_err(|source| Error::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        std::fs::rename(&tmp, path).map_err(|source| Error::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(tonno_core::io::write_text(path, text, true)?)
     }
 
     /// Appends a line to the log.
@@ -223,11 +319,11 @@ pub fn load_weights(config: &EncoderConfig, path: &Path, device: &Device) -> Res
 }
 
 /// A trained model as inference needs it: the encoder (no autodiff) and
-/// its run config.
+/// its model config.
 #[derive(Debug)]
 pub struct TrainedModel {
     pub encoder: Encoder,
-    pub config: RunConfig,
+    pub config: ModelConfig,
 }
 
 impl TrainedModel {
@@ -245,7 +341,7 @@ impl TrainedModel {
                 reason: "not a run folder (it does not exist)".into(),
             });
         }
-        let config = dir.read_config()?;
+        let config = dir.read_model()?;
         let encoder = load_weights(&config.encoder, &dir.model(), device)?;
         Ok(Self { encoder, config })
     }

@@ -13,7 +13,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::BinaryCrossEntropyLossConfig;
+use burn::nn::loss::{BinaryCrossEntropyLoss, BinaryCrossEntropyLossConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use rayon::prelude::*;
@@ -22,235 +22,14 @@ use tonno_core::io::dataset::{Case, Dataset, LabelSource, Split};
 use tonno_core::io::read_image;
 use tonno_core::metrics::auroc;
 use tonno_core::rng::Rng;
+use tonno_core::sampler::{Batch, PreparedVolume, SliceSampler};
 
-use crate::decision::{Decision, ScoreRule, fixed_slices, max_and_mean, youden_threshold};
-use crate::device::DeviceChoice;
-use crate::encoder::{Encoder, EncoderConfig, EncoderKind};
+use crate::config::{Objective, TrainConfig};
+use crate::decision::{Aggregate, Decision, fixed_slices, max_and_mean, youden_threshold};
+use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{Error, Result};
 use crate::infer;
 use crate::run::{CheckpointState, DataRecord, RunConfig, RunDir, load_weights, save_weights};
-use crate::sampler::{PreparedVolume, SamplingConfig, SliceSampler};
-
-/// How a volume's slice logits become one score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Aggregate {
-    /// The largest slice logit: sensitive to a lesion seen in a few slices.
-    #[default]
-    Max,
-    /// The mean slice logit.
-    Mean,
-}
-
-/// What the volume label is applied to.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Objective {
-    /// Every random slice gets its volume's label (the paper's training).
-    Slices,
-    /// Multiple-instance learning: the label applies to a pooled logit over
-    /// a bag of `bag` parallel slices spanning the volume, so slices that miss
-    /// the lesion are not forced positive (docs/METHOD.md section 4, beyond
-    /// the paper). Pooling is log-sum-exp with sharpness `r` (`r -> inf`: max).
-    Mil { bag: usize, r: f32 },
-}
-
-impl Aggregate {
-    /// The AUROC this aggregate selects on, chance (0.5) when undefined.
-    fn pick(self, max: Option<f64>, mean: Option<f64>) -> f64 {
-        match self {
-            Self::Max => max,
-            Self::Mean => mean,
-        }
-        .unwrap_or(0.5)
-    }
-}
-
-impl Default for Objective {
-    fn default() -> Self {
-        Self::Mil { bag: 8, r: 4.0 }
-    }
-}
-
-/// Hyperparameters of a training run (`--config FILE.toml` sets any of
-/// them; command-line flags override).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    pub encoder: EncoderKind,
-    /// First width of the small CNN.
-    pub cnn_width: usize,
-    /// Global pooling of the encoder's last feature maps.
-    pub pooling: crate::encoder::Pooling,
-    /// torchvision/timm ResNet weights (`.pt`, `.pth`, `.safetensors`) to start from.
-    pub pretrained: Option<PathBuf>,
-    pub sampling: SamplingConfig,
-    pub objective: Objective,
-    /// Slices per optimiser step (for MIL, bags x bag size).
-    pub batch_size: usize,
-    pub epochs: usize,
-    pub steps_per_epoch: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: usize,
-    /// Stop (after a validation and a checkpoint) once this many minutes have passed.
-    pub max_minutes: Option<f64>,
-    pub seed: u64,
-    /// Fraction of the labelled training cases held out for validation (stratified).
-    pub val_fraction: f64,
-    /// Validation slices per volume: directions x offsets.
-    pub val_directions: usize,
-    pub val_slices: usize,
-    /// Stop after this many epochs without a better validation score
-    /// (`None`: run the whole schedule).
-    pub patience: Option<usize>,
-    /// The validation AUROC that selects the best model.
-    pub selection: Aggregate,
-    /// The best model is the one with the best mean validation AUROC over
-    /// this many consecutive epochs (it and the ones before it): a single
-    /// epoch's AUROC on a few volumes can spike by chance.
-    pub selection_window: usize,
-    /// Epochs in this first share of the schedule are never selected: the
-    /// encoder has not learned yet, whatever its validation AUROC says.
-    pub selection_start: f64,
-    /// With `max_minutes`, choose the number of epochs after the first one
-    /// (from its measured time) so that the whole schedule ends inside the
-    /// budget; `epochs` is then ignored. The chosen number is written to the
-    /// run's `config.toml`, so a resumed run keeps it.
-    pub fit_epochs_to_budget: bool,
-    pub device: DeviceChoice,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            encoder: EncoderKind::Cnn,
-            cnn_width: EncoderConfig::default().cnn_width,
-            pooling: crate::encoder::Pooling::Max,
-            pretrained: None,
-            sampling: SamplingConfig::default(),
-            objective: Objective::default(),
-            batch_size: 64,
-            // 44 epochs of 50 steps fit 10 minutes on 2 CPU cores with the
-            // default CNN, so the cosine schedule ends inside that budget: a
-            // budget that cuts the schedule short leaves the learning rate
-            // high, where the runs measured were at their worst.
-            epochs: 44,
-            steps_per_epoch: 50,
-            lr: 2e-3,
-            weight_decay: 1e-4,
-            warmup_steps: 50,
-            max_minutes: None,
-            seed: 0,
-            val_fraction: 0.25,
-            val_directions: 8,
-            val_slices: 24,
-            // Off: a validation AUROC of 12 volumes can spike by chance
-            // before the encoder has learned anything (0.944 at epoch 3 with
-            // seed 1, loss still 0.69), and a patience counted from that spike
-            // stopped the run just as it began to learn.
-            patience: None,
-            selection: Aggregate::Max,
-            selection_window: 3,
-            selection_start: 0.25,
-            fit_epochs_to_budget: true,
-            device: DeviceChoice::Cpu,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// How validation (and `tonno segment`) scores a whole scan.
-    pub fn score_rule(&self) -> ScoreRule {
-        ScoreRule {
-            aggregate: self.selection,
-            directions: self.val_directions,
-            slices: self.val_slices,
-        }
-    }
-
-    /// Checks ranges.
-    pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("batch_size", self.batch_size),
-            ("epochs", self.epochs),
-            ("steps_per_epoch", self.steps_per_epoch),
-            ("val_directions", self.val_directions),
-            ("val_slices", self.val_slices),
-        ];
-        for (name, v) in positive {
-            if v == 0 {
-                return Err(Error::invalid(name, "must be positive"));
-            }
-        }
-        if self.batch_size < 2 {
-            return Err(Error::invalid(
-                "batch_size",
-                "at least 2, one slice of each label",
-            ));
-        }
-        if let Objective::Mil { bag, r } = self.objective {
-            if bag == 0 || self.batch_size < 2 * bag || !self.batch_size.is_multiple_of(bag) {
-                return Err(Error::invalid(
-                    "batch_size",
-                    format!(
-                        "{} must be a multiple of twice the MIL bag size {bag} (a bag of each label)",
-                        self.batch_size
-                    ),
-                ));
-            }
-            if !(r > 0.0 && r.is_finite()) {
-                return Err(Error::invalid("MIL pooling sharpness r", format!("{r}")));
-            }
-        }
-        if self.sampling.slice_size < 16 {
-            return Err(Error::invalid(
-                "slice size",
-                format!("{}; use at least 16 pixels", self.sampling.slice_size),
-            ));
-        }
-        if self.patience == Some(0) {
-            return Err(Error::invalid(
-                "patience",
-                "0 would stop after the first epoch; leave it out to run the whole schedule",
-            ));
-        }
-        if self.selection_window == 0 {
-            return Err(Error::invalid(
-                "selection_window",
-                "0; use 1 to select on single epochs",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.selection_start) {
-            return Err(Error::invalid(
-                "selection_start",
-                format!("{} (must be in [0, 1))", self.selection_start),
-            ));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::invalid("lr", format!("{}", self.lr)));
-        }
-        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
-            return Err(Error::invalid(
-                "val_fraction",
-                format!("{} (must be in (0, 1))", self.val_fraction),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Learning rate at `step`: linear warm-up, then cosine decay to 5%.
-    pub fn lr_at(&self, step: u64) -> f64 {
-        let total = (self.epochs * self.steps_per_epoch) as f64;
-        let s = step as f64;
-        let w = self.warmup_steps as f64;
-        if s < w {
-            return self.lr * (s + 1.0) / w;
-        }
-        let progress = ((s - w) / (total - w).max(1.0)).clamp(0.0, 1.0);
-        self.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
-    }
-}
 
 /// Where the training data is.
 #[derive(Debug, Clone)]
@@ -436,6 +215,16 @@ fn prepare(
     }
     let (train, val): (Vec<&Case>, Vec<&Case>) = match fixed {
         Some(rec) => {
+            let given = labels_name(&data.labels);
+            if given != rec.labels {
+                return Err(Error::Data {
+                    path: data.root.clone(),
+                    reason: format!(
+                        "the run was trained with labels from {:?}, not {given:?}; resume with the same labels",
+                        rec.labels
+                    ),
+                });
+            }
             let pick = |names: &[String]| -> Result<Vec<&Case>> {
                 names
                     .iter()
@@ -464,11 +253,11 @@ fn prepare(
                 let img = read_image(&c.image)?;
                 PreparedVolume::new(&c.name, &img.volume, c.label, &config.sampling).map_err(|e| {
                     match e {
-                        Error::Invalid { name, reason } => Error::Data {
+                        tonno_core::Error::Invalid { name, reason } => Error::Data {
                             path: c.image.clone(),
                             reason: format!("{name}: {reason}"),
                         },
-                        other => other,
+                        other => other.into(),
                     }
                 })
             })
@@ -598,7 +387,14 @@ pub fn train(
                         path: dir.checkpoint_state(),
                         reason: format!("corrupt checkpoint state: {e}"),
                     })?),
-                    Err(_) => None,
+                    // No state yet: killed before the first epoch ended.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(source) => {
+                        return Err(Error::Read {
+                            path: dir.checkpoint_state(),
+                            source,
+                        });
+                    }
                 };
             let mut train_cfg = stored.train.clone();
             // A new time budget applies to this invocation.
@@ -607,11 +403,18 @@ pub fn train(
         }
         RunMode::Force => {
             for p in dir.owned_paths() {
-                if p.is_dir() {
-                    let _ = std::fs::remove_dir_all(&p);
-                } else if p.exists() {
-                    let _ = std::fs::remove_file(&p);
-                }
+                let removed = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else if p.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&p)
+                } else {
+                    Ok(())
+                };
+                // Training over a half-removed run would mix two runs' files.
+                removed.map_err(|source| Error::Write {
+                    path: p.clone(),
+                    source,
+                })?;
             }
             (config, None, None)
         }
@@ -655,9 +458,7 @@ pub fn train(
         }
         _ => encoder_cfg.init(&ad)?,
     };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .init();
+    let mut stepper = TrainStep::new(&config, &ad);
     let mut state = CheckpointState {
         epoch: 0,
         step: 0,
@@ -671,17 +472,16 @@ pub fn train(
     if let Some(s) = &resume_state {
         let folder = run.join(&s.folder);
         model = load_weights(&encoder_cfg, &folder.join("model.bpk"), &ad)?;
-        optim = optim
+        stepper.optim = stepper
+            .optim
             .load(folder.join("optimizer.bpk"))
             .map_err(|e| Error::Weights {
                 path: folder.join("optimizer.bpk"),
                 reason: e.to_string(),
             })?;
         state = s.clone();
-        if let Ok(t) = std::fs::read_to_string(dir.metrics()) {
-            history = serde_json::from_str(&t).unwrap_or_default();
-            history.truncate(state.epoch);
-        }
+        history = read_history(&dir.metrics())?;
+        history.truncate(state.epoch);
         observer.message(&format!(
             "resuming after epoch {} (step {})",
             state.epoch, state.step
@@ -709,9 +509,6 @@ pub fn train(
         prepared.channels,
         config.batch_size,
     );
-    let bce = BinaryCrossEntropyLossConfig::new()
-        .with_logits(true)
-        .init(&ad);
     let mut config = config;
     let mut run_config = run_config;
     let total_steps = (config.epochs * config.steps_per_epoch) as u64;
@@ -748,25 +545,14 @@ pub fn train(
                     .recv()
                     .map_err(|_| Error::invalid("sampler", "the sampling thread stopped"))?;
                 wait += t_wait.elapsed().as_secs_f64();
-                let x = Tensor::<4>::from_data(TensorData::new(batch.slices, [bs, c, p, p]), &ad);
-                let y_i: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-                let y =
-                    Tensor::<2, Int>::from_data(TensorData::new(y_i, [batch.labels.len(), 1]), &ad);
-                let logits = model.forward(x);
-                let pooled = match config.objective {
-                    Objective::Slices => logits,
-                    Objective::Mil { bag, r } => lse_pool(logits.reshape([bs / bag, bag]), r),
-                };
-                let loss = bce.forward(pooled, y);
-                let l = loss.clone().into_scalar::<f32>() as f64;
+                let l;
+                (model, l) = stepper.step(model, batch, config.lr_at(state.step), &ad);
                 if !l.is_finite() {
                     return Err(Error::invalid(
                         "training",
                         format!("the loss became {l} at step {}; lower --lr", state.step),
                     ));
                 }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(config.lr_at(state.step), model, grads);
                 state.step += 1;
                 loss_sum += l;
                 n_steps += 1;
@@ -813,7 +599,7 @@ pub fn train(
                 folder: RunDir::checkpoint_folder(state.epoch),
                 ..state.clone()
             };
-            save_checkpoint(&dir, &model, &optim, &saved)?;
+            save_checkpoint(&dir, &model, &stepper.optim, &saved)?;
             dir.write_text(
                 &dir.metrics(),
                 &serde_json::to_string_pretty(&history).expect("metrics serialise"),
@@ -998,6 +784,89 @@ fn selection_score(
         .map(|m| config.selection.pick(m.val_auroc_max, m.val_auroc_mean));
     let values: Vec<f64> = earlier.chain([auroc]).collect();
     Some(values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The epochs recorded so far: none when `metrics.json` does not exist yet,
+/// an error when it cannot be read or parsed (a resumed run must not lose
+/// the history its model selection depends on).
+fn read_history(path: &Path) -> Result<Vec<EpochMetrics>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Run {
+            path: path.to_path_buf(),
+            reason: format!("corrupt epoch history: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// One optimiser step of `tonno train`: forward, MIL pooling (with that
+/// objective), BCE with logits, backward, AdamW with the run's weight decay.
+/// The encoder benchmark runs this very step, so that it times what
+/// training runs.
+pub struct TrainStep {
+    pub optim: burn::optim::ModuleOptimizer,
+    bce: BinaryCrossEntropyLoss,
+    objective: Objective,
+}
+
+impl TrainStep {
+    pub fn new(config: &TrainConfig, device: &Device) -> Self {
+        Self {
+            optim: AdamWConfig::new()
+                .with_weight_decay(config.weight_decay as f32)
+                .init(),
+            bce: BinaryCrossEntropyLossConfig::new()
+                .with_logits(true)
+                .init(device),
+            objective: config.objective,
+        }
+    }
+
+    /// Labels a batch of `slices` slices takes: one per slice, or one per
+    /// bag for MIL.
+    pub fn labels_per_batch(&self, slices: usize) -> usize {
+        match self.objective {
+            Objective::Slices => slices,
+            Objective::Mil { bag, .. } => slices / bag,
+        }
+    }
+
+    /// Steps `model` on `batch` at learning rate `lr` (on the autodiff
+    /// `device`); returns the stepped model and the batch's loss.
+    pub fn step(
+        &mut self,
+        model: Encoder,
+        batch: Batch,
+        lr: f64,
+        device: &Device,
+    ) -> (Encoder, f64) {
+        let (n, c, p) = (batch.n, batch.channels, batch.pixels);
+        let x = Tensor::<4>::from_data(TensorData::new(batch.slices, [n, c, p, p]), device);
+        let y_i: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+        let y = Tensor::<2, Int>::from_data(TensorData::new(y_i, [batch.labels.len(), 1]), device);
+        let logits = model.forward(x);
+        let pooled = match self.objective {
+            Objective::Slices => logits,
+            Objective::Mil { bag, r } => lse_pool(logits.reshape([n / bag, bag]), r),
+        };
+        let loss = self.bce.forward(pooled, y);
+        let l = loss.clone().into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        (self.optim.step(lr, model, grads), l)
+    }
+}
+
+impl std::fmt::Debug for TrainStep {
+    // burn's optimiser has no Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainStep")
+            .field("objective", &self.objective)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Log-sum-exp pooling of `(bags, n)` logits to `(bags, 1)`:

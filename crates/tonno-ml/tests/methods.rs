@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tonno_core::affine::{Affine, Vec3};
 use tonno_core::geometry::{Ball, TomoGeometry};
 use tonno_core::radon::{Filter, Padding, reconstruct_volume};
+use tonno_core::sampler::PreparedVolume;
 use tonno_core::volume::Volume;
 use tonno_ml::methods::{Method, SegmentConfig, SliceModel, segment};
-use tonno_ml::sampler::PreparedVolume;
 
 fn prepared(v: &Volume) -> PreparedVolume {
     PreparedVolume::from_parts("x", v.clone(), Ball::covering(v), 0.0, None)

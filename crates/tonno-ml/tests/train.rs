@@ -5,8 +5,9 @@ use std::path::Path;
 
 use tonno_core::io::dataset::LabelSource;
 use tonno_core::synth::{SynthConfig, write_dataset};
+use tonno_ml::config::{Objective, TrainConfig};
 use tonno_ml::encoder::EncoderKind;
-use tonno_ml::train::{DataSpec, EpochMetrics, RunMode, Silent, TrainConfig, train};
+use tonno_ml::train::{DataSpec, EpochMetrics, RunMode, Silent, train};
 
 fn dataset(dir: &Path, cases: usize, contrast: (f64, f64)) -> DataSpec {
     let cfg = SynthConfig {
@@ -39,7 +40,7 @@ fn small_config() -> TrainConfig {
         ..TrainConfig::default()
     };
     c.sampling.slice_size = 32;
-    c.objective = tonno_ml::train::Objective::Mil { bag: 8, r: 4.0 };
+    c.objective = Objective::Mil { bag: 8, r: 4.0 };
     c
 }
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::{case_name, is_image_file, read_image};
+use super::{case_name, list_images, read_image};
 use crate::error::{Error, Result};
 
 /// Where a case belongs.
@@ -130,30 +130,6 @@ impl Dataset {
     }
 }
 
-/// The image files of a folder (not hidden ones), sorted by name.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for e in entries {
-        let e = e.map_err(|source| Error::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let p = e.path();
-        let hidden = p
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if p.is_file() && is_image_file(&p) && !hidden {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn masks_by_case(dir: &Path) -> Result<HashMap<String, PathBuf>> {
     if !dir.is_dir() {
         return Ok(HashMap::new());
@@ -178,10 +154,7 @@ fn resolve(root: &Path, json: &Path, entry: &str) -> Result<PathBuf> {
 }
 
 fn decathlon_cases(root: &Path, json: &Path) -> Result<(Vec<Case>, Vec<String>)> {
-    let text = std::fs::read_to_string(json).map_err(|source| Error::Read {
-        path: json.to_path_buf(),
-        source,
-    })?;
+    let text = super::read_text(json)?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::dataset(json, format!("not valid JSON: {e}")))?;
     let modalities: Vec<String> = v
@@ -404,21 +377,16 @@ pub fn write_labels_csv(
     subjects: Option<&[String]>,
     overwrite: bool,
 ) -> Result<()> {
-    super::write_atomically(path, overwrite, |tmp| {
-        let mut text = String::from(if subjects.is_some() {
-            "case,label,subject\n"
-        } else {
-            "case,label\n"
-        });
-        for (i, (case, label)) in rows.iter().enumerate() {
-            match subjects {
-                Some(s) => text += &format!("{case},{},{}\n", *label as u8, s[i]),
-                None => text += &format!("{case},{}\n", *label as u8),
-            }
+    let mut text = String::from(if subjects.is_some() {
+        "case,label,subject\n"
+    } else {
+        "case,label\n"
+    });
+    for (i, (case, label)) in rows.iter().enumerate() {
+        match subjects {
+            Some(s) => text += &format!("{case},{},{}\n", *label as u8, s[i]),
+            None => text += &format!("{case},{}\n", *label as u8),
         }
-        std::fs::write(tmp, text).map_err(|source| Error::Write {
-            path: path.to_path_buf(),
-            source,
-        })
-    })
+    }
+    super::write_text(path, &text, overwrite)
 }

@@ -169,6 +169,33 @@ pub fn format_of(path: &Path) -> Result<Format> {
     }
 }
 
+/// The image files of a folder, sorted by name: every file [`read_image`]
+/// would take by its name, except hidden ones (`.tmp-PID-NAME`, the
+/// temporary files of [`write_atomically`], among them). The one lister of
+/// input folders, so that every command sees the same cases.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let p = e.path();
+        let hidden = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if p.is_file() && is_image_file(&p) && !hidden {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Whether a file name looks like an image tonno reads.
 pub fn is_image_file(path: &Path) -> bool {
     format_of(path).is_ok()
@@ -224,9 +251,22 @@ pub fn write_image(
     }
 }
 
+/// Writes `text` to `path` as [`write_atomically`] does.
+pub fn write_text(path: &Path, text: &str, overwrite: bool) -> Result<()> {
+    write_atomically(path, overwrite, |tmp| {
+        std::fs::write(tmp, text).map_err(|source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
+
 /// Runs `write` on a temporary path beside `path` (same extension), then
-/// renames it to `path`. The temporary file is removed on failure.
-pub(crate) fn write_atomically(
+/// renames it to `path`: a kill at any moment leaves either the old file
+/// or the new one whole, never a part (and at worst a `.tmp-PID-NAME`
+/// file, which no reader lists). The temporary file is removed on failure.
+/// Every file tonno writes goes through here.
+pub fn write_atomically(
     path: &Path,
     overwrite: bool,
     write: impl FnOnce(&Path) -> Result<()>,
@@ -311,6 +351,33 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
         return Err(Error::format(path, "not a regular file"));
     }
     std::fs::read(path).map_err(read_error)
+}
+
+/// The largest text file tonno reads (a config, labels CSV or
+/// dataset.json): far beyond any real one, and a bound on what a wrong
+/// path (a device, a scan given as a config) can make it hold.
+pub const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Reads a text file: a regular file of at most [`MAX_TEXT_BYTES`], UTF-8.
+pub fn read_text(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
+    if meta.len() > MAX_TEXT_BYTES {
+        return Err(Error::format(
+            path,
+            format!(
+                "{} bytes; a text file of tonno's is at most {MAX_TEXT_BYTES}",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = read_file(path)?;
+    String::from_utf8(bytes).map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))
 }
 
 /// Whether bytes start with the gzip magic.

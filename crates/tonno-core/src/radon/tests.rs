@@ -463,7 +463,7 @@ fn averaging_a_volumes_own_stacks_gives_the_volume_back() {
     let stacks: Vec<Vec<f32>> = (0..10)
         .map(|k| {
             let mut st = vec![0.0; s * p * p];
-            extract_stack(&v, 0, &g, k, 0.0, &mut st);
+            extract_stack(&v, &g, k, 0.0, &mut st);
             st
         })
         .collect();

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{Ellipsoid, Field, Lesion, LesionInfo, SynthCase, lesion_axes, lesion_bumps};
 use crate::affine::{Affine, Vec3, cross, dot, norm, sub};
 use crate::error::{Error, Result};
-use crate::io::{dataset::list_images, read_image};
+use crate::io::{list_images, read_image};
 use crate::normalize::{fill_holes, foreground_ball, foreground_mask, quantile};
 use crate::rng::Rng;
 use crate::volume::Volume;

@@ -727,13 +727,8 @@ pub(crate) fn write_cases(
     });
     let write_json = |name: &str, value: &serde_json::Value| -> Result<()> {
         let p = out.join(name);
-        crate::io::write_atomically(&p, overwrite, |tmp| {
-            let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
-            std::fs::write(tmp, text).map_err(|source| Error::Write {
-                path: p.clone(),
-                source,
-            })
-        })
+        let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+        crate::io::write_text(&p, &text, overwrite)
     };
     write_json("dataset.json", &dataset)?;
     let mut synth = meta;

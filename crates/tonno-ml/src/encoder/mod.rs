@@ -112,28 +112,38 @@ impl Default for EncoderConfig {
 }
 
 impl EncoderConfig {
+    /// Checks the sizes a config file gives (generous bounds: a CT or MRI
+    /// study has a handful of channels, and a mistyped width must not
+    /// allocate gigabytes).
+    pub fn validate(&self) -> Result<()> {
+        let bounded = [
+            ("in_channels", self.in_channels, 256),
+            ("classes", self.classes, 4096),
+            ("cnn_width", self.cnn_width, 1024),
+        ];
+        for (name, v, max) in bounded {
+            if v == 0 || v > max {
+                return Err(Error::invalid(
+                    format!("encoder {name}"),
+                    format!("{v} (must be 1 to {max})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Builds a freshly initialised encoder on `device` (weights drawn from
     /// the device's seed).
     pub fn init(&self, device: &Device) -> Result<Encoder> {
-        if self.in_channels == 0 || self.classes == 0 {
-            return Err(Error::invalid(
-                "encoder",
-                "needs at least one input channel and one class",
-            ));
-        }
+        self.validate()?;
         Ok(match self.kind {
-            EncoderKind::Cnn => {
-                if self.cnn_width == 0 {
-                    return Err(Error::invalid("cnn_width", "must be positive"));
-                }
-                Encoder::Cnn(SmallCnn::new(
-                    self.in_channels,
-                    self.cnn_width,
-                    self.classes,
-                    self.pooling,
-                    device,
-                ))
-            }
+            EncoderKind::Cnn => Encoder::Cnn(SmallCnn::new(
+                self.in_channels,
+                self.cnn_width,
+                self.classes,
+                self.pooling,
+                device,
+            )),
             EncoderKind::Resnet18 => Encoder::ResNet(ResNet::new(
                 [2, 2, 2, 2],
                 self.in_channels,

@@ -13,15 +13,15 @@
 //! multiple-instance loss stayed at ln 2 and the validation AUROC froze.
 //!
 //! Slice tensors are laid out `(N, C, P, P)`, rows along the frame's `v`,
-//! columns along `u` (as [`tonno_core::geometry::sample_plane`] writes them).
+//! columns along `u` (as [`crate::geometry::sample_planes`] writes them).
 
+use crate::affine::{Vec3, dot};
+use crate::geometry::{Ball, Frame, Plane, TomoGeometry, fibonacci_hemisphere, sample_planes};
+use crate::normalize::{Normalization, foreground, foreground_ball, normalize, quantile};
+use crate::rng::Rng;
+use crate::volume::Volume;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tonno_core::affine::{Vec3, dot};
-use tonno_core::geometry::{Ball, Frame, Plane, TomoGeometry, fibonacci_hemisphere, sample_plane};
-use tonno_core::normalize::{Normalization, foreground, foreground_ball, normalize, quantile};
-use tonno_core::rng::Rng;
-use tonno_core::volume::Volume;
 
 use crate::error::{Error, Result};
 
@@ -98,6 +98,49 @@ impl Default for SamplingConfig {
             foreground_offsets: true,
             offset_span: 0.9,
         }
+    }
+}
+
+impl SamplingConfig {
+    /// The largest slice side: a 1024^2 slice is already beyond what the
+    /// encoders are trained at, and a typo must not allocate gigabytes.
+    pub const MAX_SLICE_SIZE: usize = 1024;
+
+    /// Checks every field's range (a config file can hold anything).
+    pub fn validate(&self) -> Result<()> {
+        if !(16..=Self::MAX_SLICE_SIZE).contains(&self.slice_size) {
+            return Err(Error::invalid(
+                "slice size",
+                format!(
+                    "{}; use 16 to {} pixels",
+                    self.slice_size,
+                    Self::MAX_SLICE_SIZE
+                ),
+            ));
+        }
+        if !(self.offset_span > 0.0 && self.offset_span <= 1.0) {
+            return Err(Error::invalid(
+                "offset_span",
+                format!("{} (must be in (0, 1])", self.offset_span),
+            ));
+        }
+        let a = &self.augment;
+        let ranges = [
+            ("augment.scale", a.scale, 1.0),
+            ("augment.shift", a.shift, f32::MAX),
+            ("augment.gamma", a.gamma, f32::MAX),
+            ("augment.noise", a.noise, f32::MAX),
+            ("augment.blur", a.blur, 64.0),
+        ];
+        for (name, v, max) in ranges {
+            if !(v >= 0.0 && v.is_finite() && v < max) {
+                return Err(Error::invalid(
+                    name,
+                    format!("{v} (must be finite, at least 0 and below {max})"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -241,10 +284,12 @@ impl PreparedVolume {
 
     /// Samples `plane` of every channel into `out` (`C * P * P` values).
     pub fn sample(&self, plane: &Plane, out: &mut [f32]) {
-        let pp = plane.pixels * plane.pixels;
-        for (c, chunk) in out.chunks_exact_mut(pp).enumerate() {
-            sample_plane(&self.volume, c, plane, self.background, chunk);
-        }
+        sample_planes(
+            &self.volume,
+            std::slice::from_ref(plane),
+            self.background,
+            out,
+        );
     }
 
     /// The geometry of this volume's inference slices: `K` Fibonacci
@@ -255,9 +300,7 @@ impl PreparedVolume {
         slices: usize,
         pixels: usize,
     ) -> Result<TomoGeometry> {
-        Ok(TomoGeometry::fibonacci(
-            self.ball, directions, slices, pixels, 0.0,
-        )?)
+        TomoGeometry::fibonacci(self.ball, directions, slices, pixels, 0.0)
     }
 }
 
@@ -510,7 +553,7 @@ fn intensity(x: &mut [f32], a: &Augment, rng: &mut Rng) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonno_core::synth::{SynthConfig, generate_case};
+    use crate::synth::{SynthConfig, generate_case};
 
     fn volumes() -> Vec<PreparedVolume> {
         let cfg = SynthConfig {
