@@ -13,18 +13,19 @@ use serde::Serialize;
 use tonno_core::io::dataset::LabelSource;
 use tonno_core::io::{case_name, list_images, read_image, write_text};
 use tonno_core::normalize::quantile;
+use tonno_core::sampler::SamplingConfig;
 use tonno_core::synth::{SynthConfig, write_dataset};
 use tonno_ml::config::TrainConfig;
 use tonno_ml::device::DeviceChoice;
 use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel};
-use tonno_ml::run::{RunDir, TrainedModel};
-use tonno_ml::train::{DataSpec, RunMode, Silent, train};
+use tonno_ml::pipeline::{Job, segment_file};
+use tonno_ml::run::{DataRecord, RunDir, TrainedModel};
+use tonno_ml::train::{DataSpec, RunMode, Silent, TrainSummary, train};
 
-use crate::eval::{
-    MethodRow, auto_columns, auto_summary, evaluate_method, oracle_dice, pairs, table,
-};
+use tonno_core::eval::folder::{auto_summary, evaluate_method, oracle_dice, pairs};
+
+use crate::eval::{MethodRow, auto_columns, table};
 use crate::render::{self, Plane, Rgb};
-use crate::segment::{Job, segment_file};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,54 +72,187 @@ fn step(n: usize, text: &str) {
     eprintln!("[{n}/7] {text}");
 }
 
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            // Ninety seconds of training learn nothing from the standard lesions
+            // (measured: validation AUROC 0.5), so the quick run makes them brighter.
+            Self {
+                contrast: (0.4, 0.7),
+                cases: 40,
+                size: 32,
+                train_minutes: 1.5,
+                directions: 32,
+                slices: 32,
+                k_sweep: vec![8, 16, 32],
+                timing_cases: 1,
+            }
+        } else {
+            Self {
+                contrast: SynthConfig::default().contrast,
+                cases: 60,
+                size: 48,
+                train_minutes: 10.0,
+                directions: 64,
+                slices: 48,
+                k_sweep: vec![8, 16, 32, 64, 128],
+                timing_cases: 2,
+            }
+        }
+    }
+}
+
+/// The folders a demo writes in `--out` (removed by `--force`).
+const DEMO_FOLDERS: [&str; 8] = [
+    "data",
+    "run",
+    "heatmaps",
+    "val_heatmaps",
+    "val_truth",
+    "timing",
+    "ksweep",
+    "report",
+];
+
+/// What the report says about the run.
+struct Facts<'a> {
+    args: &'a Args,
+    plan: &'a Plan,
+    summary: &'a TrainSummary,
+    train_seconds: f64,
+    record: &'a DataRecord,
+    test_cases: usize,
+    slice_size: usize,
+    /// Seconds per volume of all seven methods together.
+    all_per_volume: f64,
+    wall_seconds: f64,
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let plan = if a.quick {
-        // Ninety seconds of training learn nothing from the standard lesions
-        // (measured: validation AUROC 0.5), so the quick run makes them brighter.
-        Plan {
-            contrast: (0.4, 0.7),
-            cases: 40,
-            size: 32,
-            train_minutes: 1.5,
-            directions: 32,
-            slices: 32,
-            k_sweep: vec![8, 16, 32],
-            timing_cases: 1,
-        }
-    } else {
-        Plan {
-            contrast: SynthConfig::default().contrast,
-            cases: 60,
-            size: 48,
-            train_minutes: 10.0,
-            directions: 64,
-            slices: 48,
-            k_sweep: vec![8, 16, 32, 64, 128],
-            timing_cases: 2,
-        }
-    };
+    let plan = Plan::new(a.quick);
     let out = &a.out;
+    clear_out(out, a.force)?;
+    let data = out.join("data");
+    let run_dir = out.join("run");
+    let (summary, train_seconds) = synth_and_train(&a, &plan, &data, &run_dir)?;
+
+    let device = a.device.open()?;
+    let trained = TrainedModel::load(&run_dir, &device)?;
+    let encoder = trained.inference_encoder();
+    let seg = Segmenter {
+        model: SliceModel::Net {
+            encoder: &encoder,
+            device: device.clone(),
+            batch: a.device.default_inference_batch(),
+        },
+        sampling: trained.config.sampling.clone(),
+        slices: plan.slices,
+    };
+    let record = RunDir::new(&run_dir).read_config()?.data;
+    let test_files = list_images(&data.join("imagesTs"))?;
+    let val_truth = out.join("val_truth");
+    let val_files = validation_inputs(&data, &record, &val_truth)?;
+
+    let heat = out.join("heatmaps");
+    let val_heat = out.join("val_heatmaps");
+    let (all_per_volume, seconds) = segment_all(
+        &seg,
+        &plan,
+        &test_files,
+        &val_files,
+        out,
+        [&heat, &val_heat],
+    )?;
+
+    let truth = data.join("labelsTs");
+    let rows = evaluate_all([&heat, &truth], [&val_heat, &val_truth])?;
+    let k_points = k_sweep(
+        &seg,
+        &plan.k_sweep,
+        &test_files,
+        &truth,
+        &out.join("ksweep"),
+    )?;
+
+    step(7, "writing the report");
+    let report = out.join("report");
+    std::fs::create_dir_all(&report)?;
+    let figures = figures(&data, &heat, &report, 3)?;
+    write_text(&report.join("dice_vs_k.svg"), &k_plot(&k_points), true)?;
+    let mut columns = auto_columns(&rows);
+    columns.push(("s / volume", seconds));
+    let table_md = table(&rows, &columns);
+    let facts = Facts {
+        args: &a,
+        plan: &plan,
+        summary: &summary,
+        train_seconds,
+        record: &record,
+        test_cases: test_files.len(),
+        slice_size: seg.sampling.slice_size,
+        all_per_volume,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let md = report_markdown(&facts, &table_md, &k_points, &figures);
+    write_text(&report.join("report.md"), &md, true)?;
+    let results = serde_json::json!({
+        "wall_seconds": facts.wall_seconds, "train": summary, "methods": rows, "k_sweep": k_points,
+    });
+    write_text(
+        &report.join("results.json"),
+        &serde_json::to_string_pretty(&results)?,
+        true,
+    )?;
+    outln!("{table_md}");
+    let dice_k: Vec<String> = k_points
+        .iter()
+        .map(|p| {
+            let d = p.dice.map_or("n/a".into(), |d| format!("{d:.3}"));
+            format!("K={}: {d}", p.directions)
+        })
+        .collect();
+    outln!("ToNNO Dice versus K: {}", dice_k.join(", "));
+    outln!(
+        "demo finished in {:.1} minutes; report: {}",
+        facts.wall_seconds / 60.0,
+        report.join("report.md").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The validation scans' images, their masks copied to `val_truth` (the
+/// validation split's thresholds are chosen on them).
+fn validation_inputs(
+    data: &Path,
+    record: &DataRecord,
+    val_truth: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(val_truth)?;
+    let mut files = Vec::new();
+    for c in &record.val_cases {
+        let name = format!("{c}.nii.gz");
+        std::fs::copy(data.join("labelsTr").join(&name), val_truth.join(&name))
+            .with_context(|| format!("copying the mask of {c}"))?;
+        files.push(data.join("imagesTr").join(name));
+    }
+    Ok(files)
+}
+
+/// Refuses a non-empty `out` without `force`; with it, removes what an
+/// earlier demo wrote there (and nothing else).
+fn clear_out(out: &Path, force: bool) -> anyhow::Result<()> {
     if out.exists()
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
             .unwrap_or(true)
     {
         anyhow::ensure!(
-            a.force,
+            force,
             "{} already exists; pass --force to replace the demo in it",
             out.display()
         );
-        for sub in [
-            "data",
-            "run",
-            "heatmaps",
-            "val_heatmaps",
-            "val_truth",
-            "timing",
-            "ksweep",
-            "report",
-        ] {
+        for sub in DEMO_FOLDERS {
             let p = out.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -126,7 +260,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(())
+}
 
+/// Steps 1 and 2: the synthetic dataset in `data`, the default encoder
+/// trained on it in `run_dir`; the summary and the training seconds.
+fn synth_and_train(
+    a: &Args,
+    plan: &Plan,
+    data: &Path,
+    run_dir: &Path,
+) -> anyhow::Result<(TrainSummary, f64)> {
     step(
         1,
         &format!(
@@ -134,7 +278,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             plan.cases, plan.size, plan.contrast
         ),
     );
-    let data = out.join("data");
     let synth = SynthConfig {
         size: plan.size,
         cases: plan.cases,
@@ -142,8 +285,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         contrast: plan.contrast,
         ..SynthConfig::default()
     };
-    write_dataset(&data, &synth, false, &|_, _| {})?;
-
+    write_dataset(data, &synth, false, &|_, _| {})?;
     step(
         2,
         &format!(
@@ -151,7 +293,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             plan.train_minutes
         ),
     );
-    let run_dir = out.join("run");
     let config = TrainConfig {
         // The schedule is fitted to the budget (the default with a budget).
         max_minutes: Some(plan.train_minutes),
@@ -162,10 +303,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let t_train = Instant::now();
     let summary = train(
         &DataSpec {
-            root: data.clone(),
+            root: data.to_path_buf(),
             labels: LabelSource::Default,
         },
-        &run_dir,
+        run_dir,
         config,
         RunMode::New,
         &Silent,
@@ -175,65 +316,68 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         "      {} epochs in {:.0}s, best validation AUROC {:.3} (epoch {})",
         summary.epochs, train_seconds, summary.best_score, summary.best_epoch
     );
+    Ok((summary, train_seconds))
+}
 
-    let device = a.device.open()?;
-    let trained = TrainedModel::load(&run_dir, &device)?;
-    let encoder = trained.inference_encoder();
-    let model = SliceModel::Net {
-        encoder: &encoder,
-        device: device.clone(),
-        batch: a.device.default_inference_batch(),
-    };
-    let sampling = trained.config.sampling.clone();
-    let record = RunDir::new(&run_dir).read_config()?.data;
-    let seg = |directions: usize| SegmentConfig {
-        directions,
-        slices: plan.slices,
-        pixels: sampling.slice_size,
-        profile: ProfileValue::Logit,
-        ..SegmentConfig::default()
-    };
-    let test_files = list_images(&data.join("imagesTs"))?;
-    let val_files: Vec<PathBuf> = record
-        .val_cases
-        .iter()
-        .map(|c| data.join("imagesTr").join(format!("{c}.nii.gz")))
-        .collect();
-    let val_truth = out.join("val_truth");
-    std::fs::create_dir_all(&val_truth)?;
-    for c in &record.val_cases {
-        let name = format!("{c}.nii.gz");
-        std::fs::copy(data.join("labelsTr").join(&name), val_truth.join(&name))
-            .with_context(|| format!("copying the mask of {c}"))?;
-    }
-    let run_all = |files: &[PathBuf],
-                   dir: &Path,
-                   methods: &[Method],
-                   cfg: &SegmentConfig|
-     -> anyhow::Result<f64> {
+/// Heatmaps of the trained model for the demo: no masks, no scores, no gate
+/// (the demo evaluates heatmaps).
+struct Segmenter<'a> {
+    model: SliceModel<'a>,
+    sampling: SamplingConfig,
+    slices: usize,
+}
+
+impl Segmenter<'_> {
+    /// Heatmaps of `methods` for every file into `dir` with `directions`
+    /// directions; seconds per volume.
+    fn run(
+        &self,
+        files: &[PathBuf],
+        dir: &Path,
+        methods: &[Method],
+        directions: usize,
+    ) -> anyhow::Result<f64> {
         std::fs::create_dir_all(dir)?;
         let job = Job {
-            model: &model,
-            sampling: &sampling,
+            model: &self.model,
+            sampling: &self.sampling,
             methods,
             threshold: None,
             auto_fraction: None,
             force: true,
             skip_existing: false,
             sum: false,
-            // The demo evaluates heatmaps, not masks: no scores, no gate.
             rule: None,
             decision: None,
             gate: false,
             body_mask: true,
         };
+        let cfg = SegmentConfig {
+            directions,
+            slices: self.slices,
+            pixels: self.sampling.slice_size,
+            profile: ProfileValue::Logit,
+            ..SegmentConfig::default()
+        };
         let t = Instant::now();
         for f in files {
-            segment_file(f, dir, &job, cfg)?;
+            segment_file(f, dir, &job, &cfg)?;
         }
         Ok(t.elapsed().as_secs_f64() / files.len().max(1) as f64)
-    };
+    }
+}
 
+/// Steps 3 and 4: every method's heatmaps of the test and validation
+/// scans into `heat`, then each method timed alone; seconds per volume of
+/// all of them together, and of each alone.
+fn segment_all(
+    seg: &Segmenter<'_>,
+    plan: &Plan,
+    test_files: &[PathBuf],
+    val_files: &[PathBuf],
+    out: &Path,
+    [heat, val_heat]: [&Path; 2],
+) -> anyhow::Result<(f64, Vec<String>)> {
     step(
         3,
         &format!(
@@ -244,56 +388,61 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             plan.slices
         ),
     );
-    let heat = out.join("heatmaps");
-    let val_heat = out.join("val_heatmaps");
-    let all_per_volume = run_all(&test_files, &heat, &Method::ALL, &seg(plan.directions))?;
-    run_all(&val_files, &val_heat, &Method::ALL, &seg(plan.directions))?;
-
+    let all_per_volume = seg.run(test_files, heat, &Method::ALL, plan.directions)?;
+    seg.run(val_files, val_heat, &Method::ALL, plan.directions)?;
     step(4, "timing each method alone");
+    let timed = &test_files[..plan.timing_cases.min(test_files.len())];
     let mut seconds = Vec::new();
     for m in Method::ALL {
-        let s = run_all(
-            &test_files[..plan.timing_cases.min(test_files.len())],
-            &out.join("timing"),
-            &[m],
-            &seg(plan.directions),
-        )?;
+        let s = seg.run(timed, &out.join("timing"), &[m], plan.directions)?;
         seconds.push(format!("{s:.1}"));
     }
+    Ok((all_per_volume, seconds))
+}
 
+/// Step 5: every method's figures on the test scans, with thresholds
+/// chosen on the validation scans (`[heatmaps, masks]` folders of each).
+fn evaluate_all(test: [&Path; 2], val: [&Path; 2]) -> anyhow::Result<Vec<MethodRow>> {
     step(
         5,
         "evaluating on the test scans (thresholds from the validation scans)",
     );
-    let truth = data.join("labelsTs");
-    let mut rows = Vec::new();
-    for m in Method::ALL {
-        let test = pairs(&heat, &truth, m.name())?;
-        let val = pairs(&val_heat, &val_truth, m.name())?;
-        rows.push(MethodRow {
-            method: m.name().to_string(),
-            eval: evaluate_method(&test, Some(&val), "auto")?,
-            classification: None,
-            auto_rule: Some(auto_summary(&test, m.auto_fraction(), None)?),
-            oracle_dice: oracle_dice(&test),
-        });
-    }
+    Method::ALL
+        .iter()
+        .map(|m| {
+            let t = pairs(test[0], test[1], m.name())?;
+            let v = pairs(val[0], val[1], m.name())?;
+            Ok(MethodRow {
+                method: m.name().to_string(),
+                eval: evaluate_method(&t, Some(&v), None)?,
+                classification: None,
+                auto_rule: Some(auto_summary(&t, m.auto_fraction(), None)?),
+                oracle_dice: oracle_dice(&t),
+            })
+        })
+        .collect()
+}
 
+/// Step 6: ToNNO on the test scans at each K of `ks`, scored at the oracle
+/// threshold: the sweep asks what more directions buy, so the threshold
+/// should not add validation noise to that answer.
+fn k_sweep(
+    seg: &Segmenter<'_>,
+    ks: &[usize],
+    test_files: &[PathBuf],
+    truth: &Path,
+    root: &Path,
+) -> anyhow::Result<Vec<KPoint>> {
     step(
         6,
-        &format!(
-            "ToNNO's Dice versus the number of directions K in {:?}",
-            plan.k_sweep
-        ),
+        &format!("ToNNO's Dice versus the number of directions K in {ks:?}"),
     );
-    let mut k_points = Vec::new();
-    for &k in &plan.k_sweep {
-        let dir = out.join("ksweep").join(format!("k{k}"));
-        let spv = run_all(&test_files, &dir.join("test"), &[Method::Tonno], &seg(k))?;
-        // Oracle threshold: the sweep asks what more directions buy, so the
-        // threshold should not add validation noise to that answer.
-        let e = evaluate_method(&pairs(&dir.join("test"), &truth, "tonno")?, None, "auto")?;
-        k_points.push(KPoint {
+    let mut points = Vec::new();
+    for &k in ks {
+        let dir = root.join(format!("k{k}")).join("test");
+        let spv = seg.run(test_files, &dir, &[Method::Tonno], k)?;
+        let e = evaluate_method(&pairs(&dir, truth, "tonno")?, None, None)?;
+        points.push(KPoint {
             directions: k,
             dice: e.mean_dice,
             voxel_auroc: e.voxel_auroc,
@@ -301,37 +450,37 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             seconds_per_volume: spv,
         });
     }
+    Ok(points)
+}
 
-    step(7, "writing the report");
-    let report = out.join("report");
-    std::fs::create_dir_all(&report)?;
-    let figures = figures(&data, &heat, &report, 3)?;
-    let svg = render::svg_plot(
+/// Dice and voxel AUROC versus K, as SVG.
+fn k_plot(points: &[KPoint]) -> String {
+    let curve = |f: fn(&KPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .map(|p| (p.directions as f64, f(p).unwrap_or(f64::NAN)))
+            .collect()
+    };
+    render::svg_plot(
         "ToNNO on the test scans",
         "directions K",
         "value",
         &[
-            (
-                "Dice",
-                k_points
-                    .iter()
-                    .map(|p| (p.directions as f64, p.dice.unwrap_or(f64::NAN)))
-                    .collect(),
-            ),
-            (
-                "voxel AUROC",
-                k_points
-                    .iter()
-                    .map(|p| (p.directions as f64, p.voxel_auroc.unwrap_or(f64::NAN)))
-                    .collect(),
-            ),
+            ("Dice", curve(|p| p.dice)),
+            ("voxel AUROC", curve(|p| p.voxel_auroc)),
         ],
-    );
-    write_text(&report.join("dice_vs_k.svg"), &svg, true)?;
-    let mut columns = auto_columns(&rows);
-    columns.push(("s / volume", seconds));
-    let table_md = table(&rows, &columns);
-    let wall = started.elapsed().as_secs_f64();
+    )
+}
+
+/// `report/report.md`: the run, the comparison table, Dice versus K and
+/// the pictures.
+fn report_markdown(
+    f: &Facts<'_>,
+    table_md: &str,
+    k_points: &[KPoint],
+    figures: &[(String, String)],
+) -> String {
+    let (a, plan, summary) = (f.args, f.plan, f.summary);
     let mut md = format!(
         "# tonno demo\n\nCommand: `tonno demo{}{}` (seed {}), {:.1} minutes on this machine.\n\n\
          Data: {} synthetic head scans of {}^3 voxels (`tonno synth`, lesion contrast {}-{}), {} for training, {} for validation, {} held out for testing.\n\
@@ -350,24 +499,24 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             String::new()
         },
         a.seed,
-        wall / 60.0,
+        f.wall_seconds / 60.0,
         plan.cases,
         plan.size,
         plan.contrast.0,
         plan.contrast.1,
-        record.train_cases.len(),
-        record.val_cases.len(),
-        test_files.len(),
-        train_seconds / 60.0,
+        f.record.train_cases.len(),
+        f.record.val_cases.len(),
+        f.test_cases,
+        f.train_seconds / 60.0,
         summary.epochs,
         summary.best_score,
         summary.best_epoch,
         plan.directions,
         plan.slices,
-        sampling.slice_size,
-        sampling.slice_size,
+        f.slice_size,
+        f.slice_size,
         table_md,
-        all_per_volume
+        f.all_per_volume
     );
     md += &format!(
         "## Dice versus the number of directions K (ToNNO)\n\nOn the test scans, S = {} slices per direction; Dice at the test scans' own best \
@@ -376,7 +525,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         plan.slices
     );
     let f3 = |v: Option<f64>| v.map_or("n/a".into(), |d| format!("{d:.3}"));
-    for p in &k_points {
+    for p in k_points {
         md += &format!(
             "| {} | {} | {} | {} | {:.1} |\n",
             p.directions,
@@ -390,37 +539,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
            truth outlined in green, then the heatmaps of ";
     md += &Method::ALL.map(|m| m.name()).join(", ");
     md += " (each scaled from its median to its 99.9th percentile).\n\n";
-    for (case, png) in &figures {
+    for (case, png) in figures {
         md += &format!("### {case}\n\n![{case}]({png})\n\n");
     }
-    write_text(&report.join("report.md"), &md, true)?;
-    let results = serde_json::json!({
-        "wall_seconds": wall, "train": summary, "methods": rows, "k_sweep": k_points,
-    });
-    write_text(
-        &report.join("results.json"),
-        &serde_json::to_string_pretty(&results)?,
-        true,
-    )?;
-    outln!("{table_md}");
-    outln!(
-        "ToNNO Dice versus K: {}",
-        k_points
-            .iter()
-            .map(|p| format!(
-                "K={}: {}",
-                p.directions,
-                p.dice.map_or("n/a".into(), |d| format!("{d:.3}"))
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    outln!(
-        "demo finished in {:.1} minutes; report: {}",
-        wall / 60.0,
-        report.join("report.md").display()
-    );
-    Ok(ExitCode::SUCCESS)
+    md
 }
 
 /// Pictures of up to `n` positive test scans: for each, three planes

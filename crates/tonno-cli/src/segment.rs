@@ -5,16 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde::Serialize;
-use tonno_core::eval::auto_threshold;
-use tonno_core::geometry::Ball;
-use tonno_core::io::{DataType, case_name, list_images, read_image, write_image};
-use tonno_core::normalize::{BODY_MARGIN_VOXELS, Normalization, body_mask};
+use tonno_core::io::{list_images, read_image};
+use tonno_core::normalize::Normalization;
 use tonno_core::radon::Padding;
-use tonno_core::sampler::{BallFit, PreparedVolume, SamplingConfig};
+use tonno_core::sampler::{BallFit, SamplingConfig};
 use tonno_ml::decision::{Decision, ScoreRule};
 use tonno_ml::device::DeviceChoice;
-use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel, Timings, segment};
+use tonno_ml::methods::{Method, ProfileValue, SegmentConfig, SliceModel};
+use tonno_ml::pipeline::{CaseResult, Job, MaskThreshold, segment_file};
 use tonno_ml::run::TrainedModel;
 
 use crate::progress;
@@ -90,14 +88,6 @@ pub struct Args {
     json: bool,
 }
 
-/// How a heatmap becomes a mask.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaskThreshold {
-    /// [`auto_threshold`] of each heatmap.
-    Auto,
-    Value(f32),
-}
-
 fn parse_threshold(s: &str) -> Result<MaskThreshold, String> {
     if s == "auto" {
         return Ok(MaskThreshold::Auto);
@@ -112,23 +102,6 @@ fn parse_threshold(s: &str) -> Result<MaskThreshold, String> {
 pub enum ProfileArg {
     Logit,
     Probability,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CaseResult {
-    pub case: String,
-    pub input: PathBuf,
-    /// The scan's score (a logit) by the run's score rule, with a trained model.
-    pub score: Option<f64>,
-    /// Whether the run's decision threshold calls the scan positive.
-    pub predicted: Option<bool>,
-    /// Whether its masks were emptied by the gate.
-    pub gated: bool,
-    /// Whether its outputs were already there (`--skip-existing`).
-    pub skipped: bool,
-    pub outputs: Vec<PathBuf>,
-    pub seconds: f64,
-    pub timings: Timings,
 }
 
 fn inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -196,47 +169,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         None => SliceModel::Sum,
     };
-    // Slices must look like the training slices: same normalisation, ball fit and size.
-    let sampling = match &trained {
-        Some(t) => t.config.sampling.clone(),
-        None => SamplingConfig {
-            normalization: Normalization::None,
-            ball: BallFit::Covering,
-            ..SamplingConfig::default()
-        },
-    };
-    if let (Some(t), Some(p)) = (&trained, a.tomo.pixels) {
-        anyhow::ensure!(
-            p == t.config.sampling.slice_size,
-            "--pixels {p}, but the model was trained on {0}x{0} slices",
-            t.config.sampling.slice_size
-        );
-    }
+    let sampling = slicing(trained.as_ref(), a.tomo.pixels)?;
     let sum = trained.is_none();
     let predictions = a.out.join("predictions.csv");
-    // The volume-level answer: a score for every scan, and the decision
-    // threshold chosen at training time on the validation labels.
-    let (rule, decision) = match (&trained, &a.model) {
-        (Some(t), Some(run)) => {
-            let path = run.join(Decision::FILE);
-            let decision = if a.no_gate && !path.exists() {
-                None
-            } else {
-                Some(Decision::read(&path)?)
-            };
-            if !a.force && !a.skip_existing && predictions.exists() {
-                anyhow::bail!(
-                    "{} already exists; pass --skip-existing to continue the folder or --force to replace it",
-                    predictions.display()
-                );
-            }
-            (
-                Some(decision.as_ref().map_or(t.config.score_rule, |d| d.rule)),
-                decision,
-            )
-        }
-        _ => (None, None),
-    };
+    let (rule, decision) = scan_rule(&a, trained.as_ref(), &predictions)?;
     let bar = progress::bar(files.len() as u64, "segment");
     let mut results = Vec::new();
     let mut failures = 0usize;
@@ -257,7 +193,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             // The sum encoder checks the transform itself: nothing is masked.
             body_mask: !a.no_body_mask && !sum,
         };
-        match config.and_then(|c| segment_file(file, &a.out, &job, &c)) {
+        match config.and_then(|c| Ok(segment_file(file, &a.out, &job, &c)?)) {
             Ok(r) => results.push(r),
             Err(e) => {
                 failures += 1;
@@ -273,6 +209,67 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if rule.is_some() && !results.is_empty() {
         write_predictions(&predictions, &results)?;
     }
+    print_results(&a, &results, failures)?;
+    Ok(if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// How slices are made: as the model's training slices (same
+/// normalisation, ball fit and size), or raw over the covering ball for
+/// the sum encoder.
+fn slicing(
+    trained: Option<&TrainedModel>,
+    pixels: Option<usize>,
+) -> anyhow::Result<SamplingConfig> {
+    let Some(t) = trained else {
+        return Ok(SamplingConfig {
+            normalization: Normalization::None,
+            ball: BallFit::Covering,
+            ..SamplingConfig::default()
+        });
+    };
+    if let Some(p) = pixels {
+        anyhow::ensure!(
+            p == t.config.sampling.slice_size,
+            "--pixels {p}, but the model was trained on {0}x{0} slices",
+            t.config.sampling.slice_size
+        );
+    }
+    Ok(t.config.sampling.clone())
+}
+
+/// The volume-level answer of a trained model: how a scan is scored, and
+/// the decision threshold chosen at training time on the validation labels
+/// (none with `--no-gate` and no stored threshold).
+fn scan_rule(
+    a: &Args,
+    trained: Option<&TrainedModel>,
+    predictions: &Path,
+) -> anyhow::Result<(Option<ScoreRule>, Option<Decision>)> {
+    let (Some(t), Some(run)) = (trained, &a.model) else {
+        return Ok((None, None));
+    };
+    let path = run.join(Decision::FILE);
+    let decision = if a.no_gate && !path.exists() {
+        None
+    } else {
+        Some(Decision::read(&path)?)
+    };
+    if !a.force && !a.skip_existing && predictions.exists() {
+        anyhow::bail!(
+            "{} already exists; pass --skip-existing to continue the folder or --force to replace it",
+            predictions.display()
+        );
+    }
+    let rule = decision.as_ref().map_or(t.config.score_rule, |d| d.rule);
+    Ok((Some(rule), decision))
+}
+
+/// The summary on stdout: JSON, or a line per case and a total.
+fn print_results(a: &Args, results: &[CaseResult], failures: usize) -> anyhow::Result<()> {
     if a.json {
         outln!(
             "{}",
@@ -281,7 +278,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             )?
         );
     } else {
-        for r in &results {
+        for r in results {
             let verdict = match (r.score, r.predicted) {
                 (Some(s), Some(p)) => format!(
                     ", score {s:.3}: {}{}",
@@ -320,53 +317,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    Ok(if failures > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// What to do with each input.
-pub struct Job<'a> {
-    pub model: &'a SliceModel<'a>,
-    /// How the model's training slices were made.
-    pub sampling: &'a SamplingConfig,
-    pub methods: &'a [Method],
-    pub threshold: Option<MaskThreshold>,
-    /// The fraction of [`MaskThreshold::Auto`] (`None`: each method's own).
-    pub auto_fraction: Option<f64>,
-    pub force: bool,
-    /// Keep a case whose outputs are all there; redo one with some missing.
-    pub skip_existing: bool,
-    /// The exact "sum" encoder: raw intensities, zero outside, the covering ball.
-    pub sum: bool,
-    /// How a scan's score is computed (a trained model only).
-    pub rule: Option<&'a ScoreRule>,
-    /// The run's decision threshold, when it has one.
-    pub decision: Option<&'a Decision>,
-    /// Empty the masks of scans the decision calls negative.
-    pub gate: bool,
-    /// Restrict every heatmap to the body ([`restrict_to_body`]).
-    pub body_mask: bool,
-}
-
-/// Sets `heatmap` to its lowest value wherever `body` is false: streaks and
-/// noise in the air around the scan cannot become mask voxels, whatever the
-/// threshold (a logit-scale heatmap can be negative, so 0 would not do).
-pub fn restrict_to_body(heatmap: &mut [f32], body: &[bool]) {
-    let low = heatmap
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(f32::INFINITY, f32::min);
-    if low.is_finite() {
-        for (h, &b) in heatmap.iter_mut().zip(body) {
-            if !b {
-                *h = low;
-            }
-        }
-    }
+    Ok(())
 }
 
 /// `OUT/predictions.csv`: case, score, predicted label (1, 0, or empty
@@ -414,140 +365,9 @@ fn segment_config(
     })
 }
 
-/// Heatmaps (and masks) of one input written to `out` as CASE_METHOD.nii.gz.
-pub fn segment_file(
-    file: &Path,
-    out: &Path,
-    job: &Job<'_>,
-    config: &SegmentConfig,
-) -> anyhow::Result<CaseResult> {
-    let start = std::time::Instant::now();
-    let case = case_name(file);
-    let out_path = |m: Method, mask: bool| {
-        out.join(format!(
-            "{case}_{}{}.nii.gz",
-            m.name(),
-            if mask { "_mask" } else { "" }
-        ))
-    };
-    let expected: Vec<PathBuf> = job
-        .methods
-        .iter()
-        .flat_map(|&m| {
-            let mask = job.threshold.map(|_| out_path(m, true));
-            std::iter::once(out_path(m, false)).chain(mask)
-        })
-        .collect();
-    let there: Vec<&PathBuf> = expected.iter().filter(|p| p.exists()).collect();
-    if let Some(p) = there.first()
-        && !job.force
-        && !job.skip_existing
-    {
-        anyhow::bail!(
-            "{} already exists; pass --skip-existing to continue the folder or --force to replace it",
-            p.display()
-        );
-    }
-    let skipped = job.skip_existing && there.len() == expected.len();
-    // An incomplete case of an earlier run is redone whole.
-    let overwrite = job.force || job.skip_existing;
-    let img = read_image(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut prepared = PreparedVolume::new(&case, &img.volume, None, job.sampling)
-        .with_context(|| format!("preparing {}", file.display()))?;
-    if job.sum {
-        prepared.background = 0.0;
-        prepared.ball = Ball::covering(&img.volume);
-    }
-    let score = match (job.rule, job.model) {
-        (
-            Some(rule),
-            SliceModel::Net {
-                encoder,
-                device,
-                batch,
-            },
-        ) => Some(
-            rule.score(encoder, device, &prepared, job.sampling.slice_size, *batch)
-                .with_context(|| format!("scoring {}", file.display()))?,
-        ),
-        _ => None,
-    };
-    let predicted = score.zip(job.decision).map(|(s, d)| d.positive(s));
-    let gated = job.gate && predicted == Some(false);
-    if skipped {
-        return Ok(CaseResult {
-            case,
-            input: file.to_path_buf(),
-            score,
-            predicted,
-            gated,
-            skipped,
-            outputs: expected,
-            seconds: start.elapsed().as_secs_f64(),
-            timings: Timings::default(),
-        });
-    }
-    let (heatmaps, timings) = segment(&prepared, job.model, job.methods, config)
-        .with_context(|| format!("segmenting {}", file.display()))?;
-    let body = job
-        .body_mask
-        .then(|| body_mask(&img.volume, BODY_MARGIN_VOXELS));
-    let mut outputs = Vec::new();
-    for mut h in heatmaps {
-        if let Some(body) = &body {
-            restrict_to_body(h.volume.data_mut(), body);
-        }
-        let p = out_path(h.method, false);
-        write_image(&p, &h.volume, DataType::F32, Some(&img.info), overwrite)
-            .with_context(|| format!("writing {}", p.display()))?;
-        outputs.push(p);
-        if let Some(threshold) = job.threshold {
-            let t = match threshold {
-                MaskThreshold::Value(t) => t,
-                MaskThreshold::Auto => auto_threshold(
-                    h.volume.data(),
-                    job.auto_fraction.unwrap_or(h.method.auto_fraction()),
-                ),
-            };
-            let mask = h.volume.same_grid(
-                h.volume
-                    .data()
-                    .iter()
-                    .map(|&v| (!gated && v > t) as u8 as f32)
-                    .collect(),
-            )?;
-            let p = out_path(h.method, true);
-            write_image(&p, &mask, DataType::U8, Some(&img.info), overwrite)
-                .with_context(|| format!("writing {}", p.display()))?;
-            outputs.push(p);
-        }
-    }
-    Ok(CaseResult {
-        case,
-        input: file.to_path_buf(),
-        score,
-        predicted,
-        gated,
-        skipped,
-        outputs,
-        seconds: start.elapsed().as_secs_f64(),
-        timings,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outside_the_body_every_heatmap_takes_its_lowest_value() {
-        let mut h = vec![3.0, -2.0, 7.0, 0.5, -9.0];
-        let body = [true, true, false, true, false];
-        restrict_to_body(&mut h, &body);
-        assert_eq!(h, [3.0, -2.0, -9.0, 0.5, -9.0]);
-        // A mask at any threshold above the minimum keeps none of the air.
-        assert!(h.iter().zip(&body).all(|(&v, &b)| b || v <= -9.0));
-    }
 
     #[test]
     fn thresholds_are_auto_or_finite_numbers() {

@@ -1,6 +1,6 @@
 //! Training hyperparameters ([`TrainConfig`], `--config FILE.toml`) and
 //! what the volume label is applied to ([`Objective`]). Inference never
-//! reads these: it needs only [`crate::run::ModelConfig`].
+//! reads these: it needs only the model config (`run::ModelConfig`).
 
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,7 @@ pub mod encoder;
 pub mod error;
 pub mod infer;
 pub mod methods;
+pub mod pipeline;
 pub mod run;
 pub mod train;
 

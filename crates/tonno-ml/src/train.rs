@@ -9,7 +9,7 @@
 //! `metrics.json`).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -22,7 +22,7 @@ use tonno_core::io::dataset::{Case, Dataset, LabelSource, Split};
 use tonno_core::io::read_image;
 use tonno_core::metrics::auroc;
 use tonno_core::rng::Rng;
-use tonno_core::sampler::{Batch, PreparedVolume, SliceSampler};
+use tonno_core::sampler::{Batch, PreparedVolume, SamplingConfig, SliceSampler};
 
 use crate::config::{Objective, TrainConfig};
 use crate::decision::{Aggregate, Decision, fixed_slices, max_and_mean, youden_threshold};
@@ -214,30 +214,7 @@ fn prepare(
         });
     }
     let (train, val): (Vec<&Case>, Vec<&Case>) = match fixed {
-        Some(rec) => {
-            let given = labels_name(&data.labels);
-            if given != rec.labels {
-                return Err(Error::Data {
-                    path: data.root.clone(),
-                    reason: format!(
-                        "the run was trained with labels from {:?}, not {given:?}; resume with the same labels",
-                        rec.labels
-                    ),
-                });
-            }
-            let pick = |names: &[String]| -> Result<Vec<&Case>> {
-                names
-                    .iter()
-                    .map(|n| {
-                        labelled.iter().copied().find(|c| &c.name == n).ok_or_else(|| Error::Data {
-                            path: data.root.clone(),
-                            reason: format!("the run was trained with case {n:?}, which is no longer a labelled case here"),
-                        })
-                    })
-                    .collect()
-            };
-            (pick(&rec.train_cases)?, pick(&rec.val_cases)?)
-        }
+        Some(rec) => stored_split(data, rec, &labelled)?,
         None => split_cases(&labelled, config.val_fraction, config.seed, &data.root)?,
     };
     observer.message(&format!(
@@ -246,23 +223,7 @@ fn prepare(
         val.len(),
         data.root.display()
     ));
-    let load = |cases: &[&Case]| -> Result<Vec<PreparedVolume>> {
-        cases
-            .par_iter()
-            .map(|c| {
-                let img = read_image(&c.image)?;
-                PreparedVolume::new(&c.name, &img.volume, c.label, &config.sampling).map_err(|e| {
-                    match e {
-                        tonno_core::Error::Invalid { name, reason } => Error::Data {
-                            path: c.image.clone(),
-                            reason: format!("{name}: {reason}"),
-                        },
-                        other => other.into(),
-                    }
-                })
-            })
-            .collect()
-    };
+    let load = |cases: &[&Case]| load_volumes(cases, &config.sampling);
     let train_v = load(&train)?;
     let val_v = load(&val)?;
     let test: Vec<&Case> = ds
@@ -304,6 +265,54 @@ fn prepare(
         },
         channels,
     })
+}
+
+/// The split a resumed run was trained on, from the same labels.
+fn stored_split<'a>(
+    data: &DataSpec,
+    rec: &DataRecord,
+    labelled: &[&'a Case],
+) -> Result<(Vec<&'a Case>, Vec<&'a Case>)> {
+    let given = labels_name(&data.labels);
+    if given != rec.labels {
+        return Err(Error::Data {
+            path: data.root.clone(),
+            reason: format!(
+                "the run was trained with labels from {:?}, not {given:?}; resume with the same labels",
+                rec.labels
+            ),
+        });
+    }
+    let pick = |names: &[String]| -> Result<Vec<&Case>> {
+        names
+            .iter()
+            .map(|n| {
+                labelled.iter().copied().find(|c| &c.name == n).ok_or_else(|| Error::Data {
+                    path: data.root.clone(),
+                    reason: format!("the run was trained with case {n:?}, which is no longer a labelled case here"),
+                })
+            })
+            .collect()
+    };
+    Ok((pick(&rec.train_cases)?, pick(&rec.val_cases)?))
+}
+
+/// Reads and prepares `cases` in parallel; a volume that cannot be sliced
+/// (no foreground, say) is an error naming its file.
+fn load_volumes(cases: &[&Case], sampling: &SamplingConfig) -> Result<Vec<PreparedVolume>> {
+    cases
+        .par_iter()
+        .map(|c| {
+            let img = read_image(&c.image)?;
+            PreparedVolume::new(&c.name, &img.volume, c.label, sampling).map_err(|e| match e {
+                tonno_core::Error::Invalid { name, reason } => Error::Data {
+                    path: c.image.clone(),
+                    reason: format!("{name}: {reason}"),
+                },
+                other => other.into(),
+            })
+        })
+        .collect()
 }
 
 /// The fixed validation slices of each volume, `(K * S, C, P, P)`: `K`
@@ -371,64 +380,7 @@ pub fn train(
     observer: &dyn TrainObserver,
 ) -> Result<TrainSummary> {
     let dir = RunDir::new(run);
-    let exists_non_empty = run.is_dir()
-        && std::fs::read_dir(run)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-    let (config, fixed, resume_state) = match mode {
-        RunMode::Resume => {
-            let stored = dir.read_config().map_err(|e| Error::Run {
-                path: run.to_path_buf(),
-                reason: format!("cannot resume: {e}"),
-            })?;
-            let state: Option<CheckpointState> =
-                match std::fs::read_to_string(dir.checkpoint_state()) {
-                    Ok(t) => Some(serde_json::from_str(&t).map_err(|e| Error::Run {
-                        path: dir.checkpoint_state(),
-                        reason: format!("corrupt checkpoint state: {e}"),
-                    })?),
-                    // No state yet: killed before the first epoch ended.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(source) => {
-                        return Err(Error::Read {
-                            path: dir.checkpoint_state(),
-                            source,
-                        });
-                    }
-                };
-            let mut train_cfg = stored.train.clone();
-            // A new time budget applies to this invocation.
-            train_cfg.max_minutes = config.max_minutes;
-            (train_cfg, Some(stored.data), state)
-        }
-        RunMode::Force => {
-            for p in dir.owned_paths() {
-                let removed = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else if p.symlink_metadata().is_ok() {
-                    std::fs::remove_file(&p)
-                } else {
-                    Ok(())
-                };
-                // Training over a half-removed run would mix two runs' files.
-                removed.map_err(|source| Error::Write {
-                    path: p.clone(),
-                    source,
-                })?;
-            }
-            (config, None, None)
-        }
-        RunMode::New => {
-            if exists_non_empty || run.is_file() {
-                return Err(Error::Run {
-                    path: run.to_path_buf(),
-                    reason: "already exists; pass --resume to continue it or --force to replace it"
-                        .into(),
-                });
-            }
-            (config, None, None)
-        }
-    };
+    let (config, fixed, resume_state) = open_run(&dir, config, mode)?;
     config.validate()?;
     check_writable(run)?;
     let started = Instant::now();
@@ -446,282 +398,502 @@ pub fn train(
         train: config.clone(),
         data: prepared.record.clone(),
     };
-    if resume_state.is_none() {
-        dir.write_config(&run_config)?;
-    }
     let device = config.device.open()?;
     let ad = device.clone().autodiff();
     ad.seed(config.seed);
-    let mut model = match &config.pretrained {
-        Some(path) if resume_state.is_none() => {
-            crate::encoder::pretrained::load_torchvision(&encoder_cfg, path, &ad)?
-        }
-        _ => encoder_cfg.init(&ad)?,
+    let mut t = Trainer {
+        model: Slot::Ready(match &config.pretrained {
+            Some(path) if resume_state.is_none() => {
+                crate::encoder::pretrained::load_torchvision(&encoder_cfg, path, &ad)?
+            }
+            _ => encoder_cfg.init(&ad)?,
+        }),
+        stepper: TrainStep::new(&config, &ad),
+        state: CheckpointState {
+            epoch: 0,
+            step: 0,
+            best_score: f64::NEG_INFINITY,
+            best_epoch: 0,
+            epochs_since_best: 0,
+            seconds: 0.0,
+            folder: String::new(),
+        },
+        history: Vec::new(),
+        budget: config.max_minutes.map(|m| m * 60.0),
+        config,
+        run_config,
+        dir,
+        device,
+        ad,
+        started,
+        observer,
+        resumed: resume_state.is_some(),
     };
-    let mut stepper = TrainStep::new(&config, &ad);
-    let mut state = CheckpointState {
-        epoch: 0,
-        step: 0,
-        best_score: f64::NEG_INFINITY,
-        best_epoch: 0,
-        epochs_since_best: 0,
-        seconds: 0.0,
-        folder: String::new(),
-    };
-    let mut history: Vec<EpochMetrics> = Vec::new();
-    if let Some(s) = &resume_state {
-        let folder = run.join(&s.folder);
-        model = load_weights(&encoder_cfg, &folder.join("model.bpk"), &ad)?;
-        stepper.optim = stepper
-            .optim
-            .load(folder.join("optimizer.bpk"))
-            .map_err(|e| Error::Weights {
-                path: folder.join("optimizer.bpk"),
-                reason: e.to_string(),
-            })?;
-        state = s.clone();
-        history = read_history(&dir.metrics())?;
-        history.truncate(state.epoch);
-        observer.message(&format!(
-            "resuming after epoch {} (step {})",
-            state.epoch, state.step
-        ));
-        dir.log_line(&format!(
-            "resumed after epoch {} (step {})",
-            state.epoch, state.step
-        ))?;
-    } else {
-        dir.log_line(&format!(
-            "training {} on {} ({} train / {} val volumes, {} channel(s)), seed {}",
-            config.encoder,
-            data.root.display(),
-            prepared.train.len(),
-            prepared.val.len(),
-            prepared.channels,
-            config.seed
-        ))?;
-    }
-    let resumed_from = resume_state.as_ref().map(|s| s.epoch);
-    let sampler = SliceSampler::new(prepared.train, config.sampling.clone())?;
-    let val_slices = validation_slices(&prepared.val, &config)?;
-    let (p, c, bs) = (
-        config.sampling.slice_size,
-        prepared.channels,
-        config.batch_size,
-    );
-    let mut config = config;
-    let mut run_config = run_config;
-    let total_steps = (config.epochs * config.steps_per_epoch) as u64;
-    observer.start(total_steps, state.step);
-    let budget = config.max_minutes.map(|m| m * 60.0);
-    let mut stopped = "epochs";
-    let first_step = state.step;
-
-    std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = sync_channel(4);
-        let sampler = &sampler;
-        let seed = config.seed;
-        let objective = config.objective;
-        scope.spawn(move || {
-            // Until the receiver is dropped: the schedule's length may be
-            // fitted to the budget after the first epoch.
-            for step in first_step.. {
-                let batch = match objective {
-                    Objective::Slices => sampler.batch(seed, step, bs),
-                    Objective::Mil { bag, .. } => sampler.bags(seed, step, bs / bag, bag),
-                };
-                if tx.send(batch).is_err() {
-                    break;
-                }
-            }
-        });
-        while state.epoch < config.epochs {
-            let epoch_start = Instant::now();
-            let (mut loss_sum, mut n_steps, mut wait) = (0.0f64, 0usize, 0.0f64);
-            let mut out_of_time = false;
-            for _ in 0..config.steps_per_epoch {
-                let t_wait = Instant::now();
-                let batch = rx
-                    .recv()
-                    .map_err(|_| Error::invalid("sampler", "the sampling thread stopped"))?;
-                wait += t_wait.elapsed().as_secs_f64();
-                let l;
-                (model, l) = stepper.step(model, batch, config.lr_at(state.step), &ad);
-                if !l.is_finite() {
-                    return Err(Error::invalid(
-                        "training",
-                        format!("the loss became {l} at step {}; lower --lr", state.step),
-                    ));
-                }
-                state.step += 1;
-                loss_sum += l;
-                n_steps += 1;
-                observer.step(
-                    state.step,
-                    l,
-                    (n_steps * bs) as f64 / epoch_start.elapsed().as_secs_f64(),
-                );
-                if budget.is_some_and(|b| state.seconds + started.elapsed().as_secs_f64() > b) {
-                    out_of_time = true;
-                    break;
-                }
-            }
-            let train_secs = epoch_start.elapsed().as_secs_f64();
-            let (au_max, au_mean) = validate(&model, &device, &val_slices, &prepared.val, c, p)?;
-            let auroc = config.selection.pick(au_max, au_mean);
-            state.epoch += 1;
-            let score = selection_score(&history, auroc, state.epoch, &config);
-            let best = score.is_some_and(|s| s > state.best_score);
-            if let Some(score) = score.filter(|_| best) {
-                state.best_score = score;
-                state.best_epoch = state.epoch;
-                state.epochs_since_best = 0;
-                save_weights(&model, &dir.model())?;
-            } else {
-                state.epochs_since_best += 1;
-            }
-            let m = EpochMetrics {
-                epoch: state.epoch,
-                step: state.step,
-                lr: config.lr_at(state.step.saturating_sub(1)),
-                train_loss: loss_sum / n_steps.max(1) as f64,
-                train_slices_per_s: (n_steps * bs) as f64 / train_secs,
-                sampler_wait_s: wait,
-                val_auroc_max: au_max,
-                val_auroc_mean: au_mean,
-                val_score: score,
-                best,
-                seconds: epoch_start.elapsed().as_secs_f64(),
-            };
-            history.push(m.clone());
-            let saved = CheckpointState {
-                seconds: state.seconds + started.elapsed().as_secs_f64(),
-                folder: RunDir::checkpoint_folder(state.epoch),
-                ..state.clone()
-            };
-            save_checkpoint(&dir, &model, &stepper.optim, &saved)?;
-            dir.write_text(
-                &dir.metrics(),
-                &serde_json::to_string_pretty(&history).expect("metrics serialise"),
-            )?;
-            dir.log_line(&format!(
-                "epoch {:>3}  step {:>6}  loss {:.4}  val AUROC max {}  mean {}{}  {:.0} slices/s",
-                m.epoch,
-                m.step,
-                m.train_loss,
-                fmt_opt(m.val_auroc_max),
-                fmt_opt(m.val_auroc_mean),
-                if best { "  *best*" } else { "" },
-                m.train_slices_per_s
+    match &resume_state {
+        Some(s) => t.restore(s)?,
+        None => {
+            t.dir.write_config(&t.run_config)?;
+            t.dir.log_line(&format!(
+                "training {} on {} ({} train / {} val volumes, {} channel(s)), seed {}",
+                t.config.encoder,
+                data.root.display(),
+                prepared.train.len(),
+                prepared.val.len(),
+                prepared.channels,
+                t.config.seed
             ))?;
-            observer.epoch(&m);
-            if state.epoch == 1
-                && resume_state.is_none()
-                && config.fit_epochs_to_budget
-                && let Some(b) = budget
-            {
-                // Epoch times vary by 10-20% over a run (measured: 15-22 s
-                // around a first epoch of 18 s on 2 cores), so the schedule
-                // aims at 92% of what is left: its decay then ends inside the
-                // budget, and the budget's hard stop is a guard, not the end.
-                let elapsed = started.elapsed().as_secs_f64();
-                let per_epoch = epoch_start.elapsed().as_secs_f64();
-                let fit = 1 + ((b - elapsed).max(0.0) * 0.92 / per_epoch).floor() as usize;
-                config.epochs = fit.max(2);
-                config.fit_epochs_to_budget = false;
-                run_config.train = config.clone();
-                dir.write_config(&run_config)?;
-                let msg = format!(
-                    "schedule fitted to the {:.1}-minute budget: {} epochs ({:.1} s per epoch)",
-                    b / 60.0,
-                    config.epochs,
-                    per_epoch
-                );
-                dir.log_line(&msg)?;
-                observer.message(&msg);
-                observer.start((config.epochs * config.steps_per_epoch) as u64, state.step);
+        }
+    }
+    let val = Validation {
+        slices: validation_slices(&prepared.val, &t.config)?,
+        volumes: &prepared.val,
+        channels: prepared.channels,
+    };
+    let sampler = SliceSampler::new(prepared.train, t.config.sampling.clone())?;
+    let stopped = t.run_epochs(&sampler, &val)?;
+    t.finish(stopped, &val, &prepared.test, resume_state.map(|s| s.epoch))
+}
+
+/// The settings, the fixed split and the checkpoint state to start from:
+/// a resumed run's own settings (only the time budget is this
+/// invocation's), a replaced run's folder emptied of what a run writes, a
+/// new run's folder refused when it is not empty.
+fn open_run(
+    dir: &RunDir,
+    config: TrainConfig,
+    mode: RunMode,
+) -> Result<(TrainConfig, Option<DataRecord>, Option<CheckpointState>)> {
+    let run = &dir.root;
+    match mode {
+        RunMode::Resume => {
+            let stored = dir.read_config().map_err(|e| Error::Run {
+                path: run.clone(),
+                reason: format!("cannot resume: {e}"),
+            })?;
+            let mut train_cfg = stored.train;
+            train_cfg.max_minutes = config.max_minutes;
+            Ok((train_cfg, Some(stored.data), read_checkpoint_state(dir)?))
+        }
+        RunMode::Force => {
+            for p in dir.owned_paths() {
+                let removed = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else if p.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&p)
+                } else {
+                    Ok(())
+                };
+                // Training over a half-removed run would mix two runs' files.
+                removed.map_err(|source| Error::Write {
+                    path: p.clone(),
+                    source,
+                })?;
             }
-            if out_of_time {
-                stopped = "time budget";
-                break;
+            Ok((config, None, None))
+        }
+        RunMode::New => {
+            let non_empty = run.is_dir()
+                && std::fs::read_dir(run)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false);
+            if non_empty || run.is_file() {
+                return Err(Error::Run {
+                    path: run.clone(),
+                    reason: "already exists; pass --resume to continue it or --force to replace it"
+                        .into(),
+                });
             }
-            if config
-                .patience
-                .is_some_and(|p| state.epochs_since_best >= p)
-            {
-                stopped = "early stop";
+            Ok((config, None, None))
+        }
+    }
+}
+
+/// `checkpoint.json`: `None` when a run was killed before its first epoch
+/// ended, an error when it cannot be read or parsed.
+fn read_checkpoint_state(dir: &RunDir) -> Result<Option<CheckpointState>> {
+    let path = dir.checkpoint_state();
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(serde_json::from_str(&t).map_err(|e| Error::Run {
+            path: path.clone(),
+            reason: format!("corrupt checkpoint state: {e}"),
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Read { path, source }),
+    }
+}
+
+/// The fixed validation slices and the volumes they come from.
+struct Validation<'a> {
+    slices: Vec<Vec<f32>>,
+    volumes: &'a [PreparedVolume],
+    channels: usize,
+}
+
+/// A run in progress: the model and optimiser, the state a checkpoint
+/// saves, and where it all goes.
+struct Trainer<'a> {
+    model: Slot,
+    stepper: TrainStep,
+    state: CheckpointState,
+    history: Vec<EpochMetrics>,
+    config: TrainConfig,
+    run_config: RunConfig,
+    dir: RunDir,
+    /// Inference device, and its autodiff twin for training.
+    device: Device,
+    ad: Device,
+    /// When this invocation started (a resumed run adds `state.seconds`).
+    started: Instant,
+    /// Seconds for the whole run, over all invocations.
+    budget: Option<f64>,
+    observer: &'a dyn TrainObserver,
+    resumed: bool,
+}
+
+/// The model, moved out while an optimiser step owns it.
+// One per run: its inline size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Ready(Encoder),
+    Stepping,
+}
+
+impl Slot {
+    fn get(&self) -> &Encoder {
+        match self {
+            Self::Ready(m) => m,
+            Self::Stepping => unreachable!("the model is back after every step"),
+        }
+    }
+
+    fn take(self) -> Encoder {
+        match self {
+            Self::Ready(m) => m,
+            Self::Stepping => unreachable!("the model is back after every step"),
+        }
+    }
+}
+
+/// What one epoch's optimiser steps did.
+struct Steps {
+    loss_sum: f64,
+    steps: usize,
+    sampler_wait_s: f64,
+    out_of_time: bool,
+}
+
+impl Trainer<'_> {
+    /// The run's seconds so far, over all invocations.
+    fn seconds(&self) -> f64 {
+        self.state.seconds + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Loads the last checkpoint: weights, optimiser state and history.
+    fn restore(&mut self, s: &CheckpointState) -> Result<()> {
+        let folder = self.dir.root.join(&s.folder);
+        self.model = Slot::Ready(load_weights(
+            &self.run_config.encoder,
+            &folder.join("model.bpk"),
+            &self.ad,
+        )?);
+        let optimizer = folder.join("optimizer.bpk");
+        self.stepper.optim =
+            self.stepper
+                .optim
+                .clone()
+                .load(&optimizer)
+                .map_err(|e| Error::Weights {
+                    path: optimizer.clone(),
+                    reason: e.to_string(),
+                })?;
+        self.state = s.clone();
+        self.history = read_history(&self.dir.metrics())?;
+        self.history.truncate(s.epoch);
+        let msg = format!("resumed after epoch {} (step {})", s.epoch, s.step);
+        self.observer.message(&msg);
+        self.dir.log_line(&msg)
+    }
+
+    /// Epochs until the schedule, the budget or the patience ends them; the
+    /// slice sampler runs on its own thread, a few batches ahead.
+    fn run_epochs(&mut self, sampler: &SliceSampler, val: &Validation<'_>) -> Result<&'static str> {
+        let total = (self.config.epochs * self.config.steps_per_epoch) as u64;
+        self.observer.start(total, self.state.step);
+        let (first_step, seed, bs) = (self.state.step, self.config.seed, self.config.batch_size);
+        let objective = self.config.objective;
+        std::thread::scope(|scope| {
+            let (tx, rx) = sync_channel(4);
+            scope.spawn(move || {
+                // Until the receiver is dropped: the schedule's length may be
+                // fitted to the budget after the first epoch.
+                for step in first_step.. {
+                    let batch = match objective {
+                        Objective::Slices => sampler.batch(seed, step, bs),
+                        Objective::Mil { bag, .. } => sampler.bags(seed, step, bs / bag, bag),
+                    };
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Returning drops the receiver, which stops the sampling thread.
+            while self.state.epoch < self.config.epochs {
+                let epoch_start = Instant::now();
+                let steps = self.steps(&rx, epoch_start)?;
+                self.end_epoch(&steps, epoch_start, val)?;
+                if self.state.epoch == 1 && !self.resumed && self.config.fit_epochs_to_budget {
+                    self.fit_schedule(epoch_start.elapsed().as_secs_f64())?;
+                }
+                if steps.out_of_time {
+                    return Ok("time budget");
+                }
+                if self
+                    .config
+                    .patience
+                    .is_some_and(|p| self.state.epochs_since_best >= p)
+                {
+                    return Ok("early stop");
+                }
+            }
+            Ok("epochs")
+        })
+    }
+
+    /// One epoch's optimiser steps (fewer when the budget runs out).
+    fn steps(&mut self, rx: &Receiver<Batch>, epoch_start: Instant) -> Result<Steps> {
+        let bs = self.config.batch_size;
+        let mut done = Steps {
+            loss_sum: 0.0,
+            steps: 0,
+            sampler_wait_s: 0.0,
+            out_of_time: false,
+        };
+        for _ in 0..self.config.steps_per_epoch {
+            let t_wait = Instant::now();
+            let batch = rx
+                .recv()
+                .map_err(|_| Error::invalid("sampler", "the sampling thread stopped"))?;
+            done.sampler_wait_s += t_wait.elapsed().as_secs_f64();
+            let lr = self.config.lr_at(self.state.step);
+            // Moved, not cloned: a second handle on the weights would keep
+            // burn from updating them in place.
+            let model = std::mem::replace(&mut self.model, Slot::Stepping).take();
+            let (model, l) = self.stepper.step(model, batch, lr, &self.ad);
+            self.model = Slot::Ready(model);
+            if !l.is_finite() {
+                return Err(Error::invalid(
+                    "training",
+                    format!(
+                        "the loss became {l} at step {}; lower --lr",
+                        self.state.step
+                    ),
+                ));
+            }
+            self.state.step += 1;
+            done.loss_sum += l;
+            done.steps += 1;
+            self.observer.step(
+                self.state.step,
+                l,
+                (done.steps * bs) as f64 / epoch_start.elapsed().as_secs_f64(),
+            );
+            if self.budget.is_some_and(|b| self.seconds() > b) {
+                done.out_of_time = true;
                 break;
             }
         }
-        // Dropping the receiver stops the sampling thread.
-        drop(rx);
-        Ok(())
-    })?;
-    if state.best_epoch == 0 {
-        // The run ended before any epoch could be selected: keep its last model.
-        let path = dir
-            .root
-            .join(RunDir::checkpoint_folder(state.epoch))
-            .join("model.bpk");
-        std::fs::copy(&path, dir.model()).map_err(|source| Error::Write {
-            path: dir.model(),
-            source,
-        })?;
-        state.best_epoch = state.epoch;
-        state.best_score = history.last().map_or(0.5, |m| {
-            config.selection.pick(m.val_auroc_max, m.val_auroc_mean)
-        });
-        dir.log_line(&format!(
-            "no epoch after the first {:.0}% of the schedule was reached; model.bpk is the last epoch's",
-            config.selection_start * 100.0
+        Ok(done)
+    }
+
+    /// Validation, model selection, the checkpoint, `metrics.json` and the log.
+    fn end_epoch(
+        &mut self,
+        steps: &Steps,
+        epoch_start: Instant,
+        val: &Validation<'_>,
+    ) -> Result<()> {
+        let train_secs = epoch_start.elapsed().as_secs_f64();
+        let (c, p) = (val.channels, self.config.sampling.slice_size);
+        let (au_max, au_mean) = validate(
+            self.model.get(),
+            &self.device,
+            &val.slices,
+            val.volumes,
+            c,
+            p,
+        )?;
+        let auroc = self.config.selection.pick(au_max, au_mean);
+        let state = &mut self.state;
+        state.epoch += 1;
+        let score = selection_score(&self.history, auroc, state.epoch, &self.config);
+        let best = score.is_some_and(|s| s > state.best_score);
+        if let Some(score) = score.filter(|_| best) {
+            state.best_score = score;
+            state.best_epoch = state.epoch;
+            state.epochs_since_best = 0;
+            save_weights(self.model.get(), &self.dir.model())?;
+        } else {
+            state.epochs_since_best += 1;
+        }
+        let bs = self.config.batch_size;
+        let m = EpochMetrics {
+            epoch: state.epoch,
+            step: state.step,
+            lr: self.config.lr_at(state.step.saturating_sub(1)),
+            train_loss: steps.loss_sum / steps.steps.max(1) as f64,
+            train_slices_per_s: (steps.steps * bs) as f64 / train_secs,
+            sampler_wait_s: steps.sampler_wait_s,
+            val_auroc_max: au_max,
+            val_auroc_mean: au_mean,
+            val_score: score,
+            best,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        };
+        self.history.push(m.clone());
+        let saved = CheckpointState {
+            seconds: self.seconds(),
+            folder: RunDir::checkpoint_folder(self.state.epoch),
+            ..self.state.clone()
+        };
+        save_checkpoint(&self.dir, self.model.get(), &self.stepper.optim, &saved)?;
+        self.dir.write_text(
+            &self.dir.metrics(),
+            &serde_json::to_string_pretty(&self.history).expect("metrics serialise"),
+        )?;
+        self.dir.log_line(&format!(
+            "epoch {:>3}  step {:>6}  loss {:.4}  val AUROC max {}  mean {}{}  {:.0} slices/s",
+            m.epoch,
+            m.step,
+            m.train_loss,
+            fmt_opt(m.val_auroc_max),
+            fmt_opt(m.val_auroc_mean),
+            if best { "  *best*" } else { "" },
+            m.train_slices_per_s
         ))?;
+        self.observer.epoch(&m);
+        Ok(())
     }
-    let best = load_weights(&encoder_cfg, &dir.model(), &ad)?;
-    let decision = store_decision(&dir, &best, &device, &val_slices, &prepared.val, &config, c)?;
-    if let Some(d) = &decision {
+
+    /// After the first epoch of a budgeted run, the number of epochs that
+    /// fits the budget, written to `config.toml` so a resumed run keeps it.
+    fn fit_schedule(&mut self, per_epoch: f64) -> Result<()> {
+        let Some(b) = self.budget else {
+            return Ok(());
+        };
+        // Epoch times vary by 10-20% over a run (measured: 15-22 s around a
+        // first epoch of 18 s on 2 cores), so the schedule aims at 92% of
+        // what is left: its decay then ends inside the budget, and the
+        // budget's hard stop is a guard, not the end.
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let fit = 1 + ((b - elapsed).max(0.0) * 0.92 / per_epoch).floor() as usize;
+        self.config.epochs = fit.max(2);
+        self.config.fit_epochs_to_budget = false;
+        self.run_config.train = self.config.clone();
+        self.dir.write_config(&self.run_config)?;
         let msg = format!(
-            "decision threshold {:.4} on the {} slice logit (validation: sensitivity {:.3}, specificity {:.3}), in {}",
-            d.threshold,
-            d.rule.aggregate.name(),
-            d.val_sensitivity,
-            d.val_specificity,
-            dir.decision().display()
+            "schedule fitted to the {:.1}-minute budget: {} epochs ({:.1} s per epoch)",
+            b / 60.0,
+            self.config.epochs,
+            per_epoch
         );
-        dir.log_line(&msg)?;
-        observer.message(&msg);
+        self.dir.log_line(&msg)?;
+        self.observer.message(&msg);
+        let total = (self.config.epochs * self.config.steps_per_epoch) as u64;
+        self.observer.start(total, self.state.step);
+        Ok(())
     }
-    let test_auroc = if prepared.test.is_empty() {
-        None
-    } else {
-        let slices = validation_slices(&prepared.test, &config)?;
-        let (au_max, au_mean) = validate(&best, &device, &slices, &prepared.test, c, p)?;
+
+    /// The best model (the last epoch's when none could be selected), its
+    /// decision threshold and its test AUROC, and the summary.
+    fn finish(
+        mut self,
+        stopped: &'static str,
+        val: &Validation<'_>,
+        test: &[PreparedVolume],
+        resumed_from_epoch: Option<usize>,
+    ) -> Result<TrainSummary> {
+        let (dir, state) = (&self.dir, &mut self.state);
+        if state.best_epoch == 0 {
+            let path = dir
+                .root
+                .join(RunDir::checkpoint_folder(state.epoch))
+                .join("model.bpk");
+            std::fs::copy(&path, dir.model()).map_err(|source| Error::Write {
+                path: dir.model(),
+                source,
+            })?;
+            state.best_epoch = state.epoch;
+            state.best_score = self.history.last().map_or(0.5, |m| {
+                self.config
+                    .selection
+                    .pick(m.val_auroc_max, m.val_auroc_mean)
+            });
+            dir.log_line(&format!(
+                "no epoch after the first {:.0}% of the schedule was reached; model.bpk is the last epoch's",
+                self.config.selection_start * 100.0
+            ))?;
+        }
+        let best = load_weights(&self.run_config.encoder, &dir.model(), &self.ad)?;
+        let decision = store_decision(
+            dir,
+            &best,
+            &self.device,
+            &val.slices,
+            val.volumes,
+            &self.config,
+            val.channels,
+        )?;
+        if let Some(d) = &decision {
+            let msg = format!(
+                "decision threshold {:.4} on the {} slice logit (validation: sensitivity {:.3}, specificity {:.3}), in {}",
+                d.threshold,
+                d.rule.aggregate.name(),
+                d.val_sensitivity,
+                d.val_specificity,
+                dir.decision().display()
+            );
+            dir.log_line(&msg)?;
+            self.observer.message(&msg);
+        }
+        let test_auroc = self.test_auroc(&best, test, val.channels)?;
+        let state = &self.state;
+        self.dir.log_line(&format!(
+            "stopped ({stopped}) after epoch {}; best epoch {} with validation AUROC {:.4}",
+            state.epoch, state.best_epoch, state.best_score
+        ))?;
+        Ok(TrainSummary {
+            run: self.dir.root.clone(),
+            epochs: state.epoch,
+            best_epoch: state.best_epoch,
+            best_score: state.best_score,
+            stopped,
+            resumed_from_epoch,
+            seconds: self.seconds(),
+            test_auroc,
+            decision_threshold: decision.map(|d| d.threshold),
+        })
+    }
+
+    /// The best model's AUROC (max slice logit) on the labelled test cases,
+    /// logged; `None` without them.
+    fn test_auroc(&self, best: &Encoder, test: &[PreparedVolume], c: usize) -> Result<Option<f64>> {
+        if test.is_empty() {
+            return Ok(None);
+        }
+        let p = self.config.sampling.slice_size;
+        let slices = validation_slices(test, &self.config)?;
+        let (au_max, au_mean) = validate(best, &self.device, &slices, test, c, p)?;
         let msg = format!(
             "best model (epoch {}) on the {} labelled test cases (imagesTs; never used for training or selection): AUROC max {}  mean {}",
-            state.best_epoch,
-            prepared.test.len(),
+            self.state.best_epoch,
+            test.len(),
             fmt_opt(au_max),
             fmt_opt(au_mean)
         );
-        dir.log_line(&msg)?;
-        observer.message(&msg);
-        au_max
-    };
-    let seconds = state.seconds + started.elapsed().as_secs_f64();
-    dir.log_line(&format!(
-        "stopped ({stopped}) after epoch {}; best epoch {} with validation AUROC {:.4}",
-        state.epoch, state.best_epoch, state.best_score
-    ))?;
-    Ok(TrainSummary {
-        run: run.to_path_buf(),
-        epochs: state.epoch,
-        best_epoch: state.best_epoch,
-        best_score: state.best_score,
-        stopped,
-        resumed_from_epoch: resumed_from,
-        seconds,
-        test_auroc,
-        decision_threshold: decision.map(|d| d.threshold),
-    })
+        self.dir.log_line(&msg)?;
+        self.observer.message(&msg);
+        Ok(au_max)
+    }
 }
 
 /// Chooses the volume-level decision threshold on the validation split by

@@ -265,6 +265,9 @@ pub fn affine_to_quaternion(a: &Affine) -> ([f64; 3], f64, Vec3) {
 
 /// Reads a NIfTI-1 image (gzipped or not) into RAS+ world coordinates.
 /// Dimensions 4 to 7 are flattened into channels.
+// Long on purpose: the header's checks in the order the format lays its
+// fields out, each before anything sized by it is allocated; the reader is
+// fuzzed as one piece (tests/fuzz.rs).
 pub fn read(path: &Path) -> Result<Image> {
     let raw = read_file(path)?;
     let gzipped = is_gzip(&raw);

@@ -196,16 +196,17 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
 pub fn read(path: &Path) -> Result<Image> {
     let bytes = read_file(path)?;
     let header = parse_header(path, &bytes)?;
-    let f = &header.fields;
-    let get = |k: &str| f.get(k).map(String::as_str);
-    let need = |k: &str| {
-        get(k).ok_or_else(|| Error::format(path, format!("the header has no {k:?} field")))
+    let f = Fields {
+        path,
+        map: &header.fields,
     };
-    let datatype = parse_type(path, need("type")?)?;
-    let dimension: usize = need("dimension")?
+    let datatype = parse_type(path, f.need("type")?)?;
+    let dimension: usize = f
+        .need("dimension")?
         .parse()
         .map_err(|_| Error::format(path, "bad dimension field"))?;
-    let sizes: Vec<usize> = need("sizes")?
+    let sizes: Vec<usize> = f
+        .need("sizes")?
         .split_whitespace()
         .map(|s| {
             s.parse::<usize>()
@@ -219,11 +220,124 @@ pub fn read(path: &Path) -> Result<Image> {
         ));
     }
     let voxels = declared_values(path, &sizes)?;
-    let flips = space_to_ras(path, get("space"))?;
+    let grid = Grid::new(&f, &sizes)?;
+    let attached = &bytes[header.data_start..];
+    let values = read_values(&f, attached, datatype, voxels, &sizes)?;
+    let data = match grid.channel_axis {
+        Some(axis) if grid.channels > 1 => {
+            channel_last(&values, &sizes, &grid.spatial_axes, axis, grid.shape)
+        }
+        _ => values,
+    };
+    let volume = Volume::new(data, grid.shape, grid.channels, grid.affine)
+        .map_err(|e| Error::format(path, format!("unusable geometry: {e}")))?;
+    Ok(Image {
+        volume,
+        info: ImageInfo {
+            path: path.to_path_buf(),
+            format: Format::Nrrd,
+            datatype,
+            nifti_header: None,
+        },
+    })
+}
 
-    // Which axes are spatial, and their world vectors.
+/// A header's fields, with the file they came from for errors.
+struct Fields<'a> {
+    path: &'a Path,
+    map: &'a HashMap<String, String>,
+}
+
+impl Fields<'_> {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.map.get(k).map(String::as_str)
+    }
+
+    fn need(&self, k: &str) -> Result<&str> {
+        self.get(k)
+            .ok_or_else(|| Error::format(self.path, format!("the header has no {k:?} field")))
+    }
+}
+
+/// The voxel grid a header describes: spatial axes (2 or 3) and at most
+/// one channel axis, in the file's axis order.
+struct Grid {
+    affine: Affine,
+    shape: [usize; 3],
+    spatial_axes: Vec<usize>,
+    channel_axis: Option<usize>,
+    channels: usize,
+}
+
+impl Grid {
+    fn new(f: &Fields<'_>, sizes: &[usize]) -> Result<Self> {
+        let path = f.path;
+        let flips = space_to_ras(path, f.get("space"))?;
+        let axis_vectors = axis_vectors(f, sizes)?;
+        let dimension = sizes.len();
+        let spatial_axes: Vec<usize> = (0..dimension)
+            .filter(|&a| axis_vectors[a].is_some())
+            .collect();
+        let other_axes: Vec<usize> = (0..dimension)
+            .filter(|&a| axis_vectors[a].is_none())
+            .collect();
+        if spatial_axes.is_empty() || spatial_axes.len() > 3 || other_axes.len() > 1 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{} spatial and {} non-spatial axes: tonno reads 2 or 3 spatial axes and at most one channel axis",
+                    spatial_axes.len(),
+                    other_axes.len()
+                ),
+            ));
+        }
+        let mut cols = [[0.0; 3]; 3];
+        let mut shape = [1usize; 3];
+        for (s, &a) in spatial_axes.iter().enumerate() {
+            let v = axis_vectors[a].expect("spatial axis has a vector");
+            cols[s] = [v[0] * flips[0], v[1] * flips[1], v[2] * flips[2]];
+            shape[s] = sizes[a];
+        }
+        if spatial_axes.len() < 3 {
+            // A 2D image: give the missing axis a unit vector orthogonal to the others.
+            let [a, b] = [cols[0], cols[1]];
+            let n = crate::affine::cross(a, b);
+            let l = crate::affine::norm(n);
+            cols[2] = if l > 0.0 {
+                crate::affine::scale(n, 1.0 / l)
+            } else {
+                [0.0, 0.0, 1.0]
+            };
+        }
+        let origin = match f.get("space origin") {
+            Some(o) => {
+                let v = parse_vector(path, o)?
+                    .ok_or_else(|| Error::format(path, "space origin is none"))?;
+                if v.len() != 3 {
+                    return Err(Error::format(path, "space origin is not 3D"));
+                }
+                [v[0] * flips[0], v[1] * flips[1], v[2] * flips[2]]
+            }
+            None => [0.0; 3],
+        };
+        let affine = Affine::from_columns(cols, origin);
+        let channels = other_axes.first().map_or(1, |&a| sizes[a]);
+        Ok(Self {
+            affine,
+            shape,
+            spatial_axes,
+            channel_axis: other_axes.first().copied(),
+            channels,
+        })
+    }
+}
+
+/// Each axis's world vector (`None` for a list axis: channels), from
+/// `space directions`, or else axis-aligned from `spacings` and `kinds`.
+fn axis_vectors(f: &Fields<'_>, sizes: &[usize]) -> Result<Vec<Option<Vec3>>> {
+    let (path, dimension) = (f.path, sizes.len());
     let mut axis_vectors: Vec<Option<Vec3>> = Vec::new();
-    if let Some(dirs) = get("space directions") {
+    if let Some(dirs) = f.get("space directions") {
         let parts = split_vectors(dirs);
         if parts.len() != dimension {
             return Err(Error::format(
@@ -248,14 +362,16 @@ pub fn read(path: &Path) -> Result<Image> {
         }
     } else {
         // No world frame: axis-aligned with `spacings` (1 mm when absent).
-        let spacings: Vec<f64> = get("spacings")
+        let spacings: Vec<f64> = f
+            .get("spacings")
             .map(|s| {
                 s.split_whitespace()
                     .map(|v| v.parse::<f64>().unwrap_or(f64::NAN))
                     .collect()
             })
             .unwrap_or_else(|| vec![1.0; dimension]);
-        let kinds: Vec<String> = get("kinds")
+        let kinds: Vec<String> = f
+            .get("kinds")
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
         let mut spatial = 0;
@@ -278,56 +394,14 @@ pub fn read(path: &Path) -> Result<Image> {
             }
         }
     }
-    let spatial_axes: Vec<usize> = (0..dimension)
-        .filter(|&a| axis_vectors[a].is_some())
-        .collect();
-    let other_axes: Vec<usize> = (0..dimension)
-        .filter(|&a| axis_vectors[a].is_none())
-        .collect();
-    if spatial_axes.is_empty() || spatial_axes.len() > 3 || other_axes.len() > 1 {
-        return Err(Error::format(
-            path,
-            format!(
-                "{} spatial and {} non-spatial axes: tonno reads 2 or 3 spatial axes and at most one channel axis",
-                spatial_axes.len(),
-                other_axes.len()
-            ),
-        ));
-    }
-    let mut cols = [[0.0; 3]; 3];
-    let mut shape = [1usize; 3];
-    for (s, &a) in spatial_axes.iter().enumerate() {
-        let v = axis_vectors[a].expect("spatial axis has a vector");
-        cols[s] = [v[0] * flips[0], v[1] * flips[1], v[2] * flips[2]];
-        shape[s] = sizes[a];
-    }
-    if spatial_axes.len() < 3 {
-        // A 2D image: give the missing axis a unit vector orthogonal to the others.
-        let [a, b] = [cols[0], cols[1]];
-        let n = crate::affine::cross(a, b);
-        let l = crate::affine::norm(n);
-        cols[2] = if l > 0.0 {
-            crate::affine::scale(n, 1.0 / l)
-        } else {
-            [0.0, 0.0, 1.0]
-        };
-    }
-    let origin = match get("space origin") {
-        Some(o) => {
-            let v = parse_vector(path, o)?
-                .ok_or_else(|| Error::format(path, "space origin is none"))?;
-            if v.len() != 3 {
-                return Err(Error::format(path, "space origin is not 3D"));
-            }
-            [v[0] * flips[0], v[1] * flips[1], v[2] * flips[2]]
-        }
-        None => [0.0; 3],
-    };
-    let affine = Affine::from_columns(cols, origin);
-    let channels = other_axes.first().map_or(1, |&a| sizes[a]);
+    Ok(axis_vectors)
+}
 
-    // The data bytes.
-    let (data_bytes, data_path): (Vec<u8>, PathBuf) = match get("data file").or(get("datafile")) {
+/// The data's bytes and the file they are in: the header's own (attached
+/// data) or its detached `data file`, relative to the header.
+fn data_bytes(f: &Fields<'_>, attached: &[u8]) -> Result<(Vec<u8>, PathBuf)> {
+    let path = f.path;
+    Ok(match f.get("data file").or(f.get("datafile")) {
         Some(name) => {
             if name.starts_with("LIST") || name.split_whitespace().count() > 1 {
                 return Err(Error::format(path, "multi-file NRRD data is not supported"));
@@ -346,12 +420,30 @@ pub fn read(path: &Path) -> Result<Image> {
             let b = read_file(&p)?;
             (b, p)
         }
-        None => (bytes[header.data_start..].to_vec(), path.to_path_buf()),
-    };
-    let encoding = get("encoding").unwrap_or("raw");
-    let line_skip: usize = get("line skip").or(get("lineskip")).map_or(Ok(0), |s| {
-        s.parse().map_err(|_| Error::format(path, "bad line skip"))
-    })?;
+        None => (attached.to_vec(), path.to_path_buf()),
+    })
+}
+
+/// The data (attached after the header, or in the detached data file),
+/// decoded to `voxels` values in file order: line and byte skips, raw,
+/// gzip or ascii encoding, endianness. Never allocates more than the bytes
+/// there (or, for gzip, what the header declares) hold.
+fn read_values(
+    f: &Fields<'_>,
+    attached: &[u8],
+    datatype: DataType,
+    voxels: usize,
+    sizes: &[usize],
+) -> Result<Vec<f32>> {
+    let path = f.path;
+    let (data_bytes, data_path) = data_bytes(f, attached)?;
+    let encoding = f.get("encoding").unwrap_or("raw");
+    let line_skip: usize = f
+        .get("line skip")
+        .or(f.get("lineskip"))
+        .map_or(Ok(0), |s| {
+            s.parse().map_err(|_| Error::format(path, "bad line skip"))
+        })?;
     let mut start = 0;
     for _ in 0..line_skip {
         start += data_bytes[start..]
@@ -361,9 +453,12 @@ pub fn read(path: &Path) -> Result<Image> {
             + 1;
     }
     let expected = voxels * datatype.size();
-    let byte_skip: i64 = get("byte skip").or(get("byteskip")).map_or(Ok(0), |s| {
-        s.parse().map_err(|_| Error::format(path, "bad byte skip"))
-    })?;
+    let byte_skip: i64 = f
+        .get("byte skip")
+        .or(f.get("byteskip"))
+        .map_or(Ok(0), |s| {
+            s.parse().map_err(|_| Error::format(path, "bad byte skip"))
+        })?;
     if byte_skip < -1 || (byte_skip == -1 && encoding != "raw") {
         return Err(Error::format(
             path,
@@ -389,112 +484,120 @@ pub fn read(path: &Path) -> Result<Image> {
             ));
         }
     };
-    // Grown as values are found (ascii) or sized once the byte count has
-    // been checked (binary): never from the header's sizes alone.
-    let mut values: Vec<f32> = Vec::new();
     if matches!(encoding, "ascii" | "text" | "txt") {
-        let text = std::str::from_utf8(&data_bytes[start..])
-            .map_err(|_| Error::format(&data_path, "ascii data is not valid text"))?;
-        for tok in text
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|t| !t.is_empty())
-        {
-            values.push(
-                tok.parse::<f64>()
-                    .map_err(|_| Error::format(&data_path, format!("bad number {tok:?}")))?
-                    as f32,
-            );
-        }
-        if values.len() != voxels {
-            return Err(Error::format(
-                &data_path,
-                format!(
-                    "expected {voxels} values for sizes {sizes:?}, found {}",
-                    values.len()
-                ),
-            ));
-        }
-    } else {
-        if byte_skip == -1 {
-            // Data is the last `expected` bytes.
-            if raw.len() < expected {
-                return Err(Error::format(&data_path, "truncated data"));
-            }
-            raw.drain(..raw.len() - expected);
-        } else if byte_skip > 0 {
-            let skip = byte_skip as usize;
-            if skip > raw.len() {
-                return Err(Error::format(
-                    &data_path,
-                    "byte skip goes past the end of the data",
-                ));
-            }
-            raw.drain(..skip);
-        }
-        if raw.len() != expected {
-            let what = if raw.len() < expected {
-                "truncated"
-            } else {
-                "too long"
-            };
-            return Err(Error::format(
-                &data_path,
-                format!(
-                    "{what}: sizes {sizes:?} of {} need {expected} data bytes, found {}",
-                    datatype.name(),
-                    raw.len()
-                ),
-            ));
-        }
-        let big = match get("endian") {
-            Some("big") => true,
-            Some("little") | None => false,
-            Some(e) => return Err(Error::format(path, format!("bad endian {e:?}"))),
-        };
-        values.reserve_exact(voxels);
-        datatype.decode(&raw, big, &mut values);
+        return ascii_values(&data_path, &data_bytes[start..], voxels, sizes);
     }
-    // Reorder to channel-last with spatial axes in file order.
-    let data = if channels > 1 {
-        let ch_axis = other_axes[0];
-        let mut strides = vec![0usize; dimension];
-        let mut s = 1;
-        for a in 0..dimension {
-            strides[a] = s;
-            s *= sizes[a];
-        }
-        let mut out = vec![0.0f32; voxels];
-        let n: usize = shape.iter().product();
-        let sp: Vec<(usize, usize)> = spatial_axes
-            .iter()
-            .map(|&a| (sizes[a], strides[a]))
-            .collect();
-        for c in 0..channels {
-            for idx in 0..n {
-                let mut rem = idx;
-                let mut src = c * strides[ch_axis];
-                for &(size, stride) in &sp {
-                    src += (rem % size) * stride;
-                    rem /= size;
-                }
-                out[c * n + idx] = values[src];
-            }
-        }
-        out
-    } else {
-        values
+    let big = match f.get("endian") {
+        Some("big") => true,
+        Some("little") | None => false,
+        Some(e) => return Err(Error::format(path, format!("bad endian {e:?}"))),
     };
-    let volume = Volume::new(data, shape, channels, affine)
-        .map_err(|e| Error::format(path, format!("unusable geometry: {e}")))?;
-    Ok(Image {
-        volume,
-        info: ImageInfo {
-            path: path.to_path_buf(),
-            format: Format::Nrrd,
-            datatype,
-            nifti_header: None,
-        },
-    })
+    if byte_skip == -1 {
+        // Data is the last `expected` bytes.
+        if raw.len() < expected {
+            return Err(Error::format(&data_path, "truncated data"));
+        }
+        raw.drain(..raw.len() - expected);
+    } else if byte_skip > 0 {
+        let skip = byte_skip as usize;
+        if skip > raw.len() {
+            return Err(Error::format(
+                &data_path,
+                "byte skip goes past the end of the data",
+            ));
+        }
+        raw.drain(..skip);
+    }
+    if raw.len() != expected {
+        let what = if raw.len() < expected {
+            "truncated"
+        } else {
+            "too long"
+        };
+        return Err(Error::format(
+            &data_path,
+            format!(
+                "{what}: sizes {sizes:?} of {} need {expected} data bytes, found {}",
+                datatype.name(),
+                raw.len()
+            ),
+        ));
+    }
+    // Sized only now that the byte count has been checked: never from the
+    // header's sizes alone.
+    let mut values = Vec::with_capacity(voxels);
+    datatype.decode(&raw, big, &mut values);
+    Ok(values)
+}
+
+/// Ascii data: numbers separated by white space or commas, exactly
+/// `voxels` of them (grown as found, never reserved from the header).
+fn ascii_values(
+    data_path: &Path,
+    bytes: &[u8],
+    voxels: usize,
+    sizes: &[usize],
+) -> Result<Vec<f32>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::format(data_path, "ascii data is not valid text"))?;
+    let mut values = Vec::new();
+    for tok in text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+    {
+        values.push(
+            tok.parse::<f64>()
+                .map_err(|_| Error::format(data_path, format!("bad number {tok:?}")))?
+                as f32,
+        );
+    }
+    if values.len() != voxels {
+        return Err(Error::format(
+            data_path,
+            format!(
+                "expected {voxels} values for sizes {sizes:?}, found {}",
+                values.len()
+            ),
+        ));
+    }
+    Ok(values)
+}
+
+/// Values of a file with a channel axis, reordered to channel-last with the
+/// spatial axes in file order.
+fn channel_last(
+    values: &[f32],
+    sizes: &[usize],
+    spatial_axes: &[usize],
+    ch_axis: usize,
+    shape: [usize; 3],
+) -> Vec<f32> {
+    let dimension = sizes.len();
+    let mut strides = vec![0usize; dimension];
+    let mut s = 1;
+    for a in 0..dimension {
+        strides[a] = s;
+        s *= sizes[a];
+    }
+    let n: usize = shape.iter().product();
+    let channels = sizes[ch_axis];
+    let mut out = vec![0.0f32; n * channels];
+    let sp: Vec<(usize, usize)> = spatial_axes
+        .iter()
+        .map(|&a| (sizes[a], strides[a]))
+        .collect();
+    for c in 0..channels {
+        for idx in 0..n {
+            let mut rem = idx;
+            let mut src = c * strides[ch_axis];
+            for &(size, stride) in &sp {
+                src += (rem % size) * stride;
+                rem /= size;
+            }
+            out[c * n + idx] = values[src];
+        }
+    }
+    out
 }
 
 /// Writes a volume as an attached NRRD in LPS space (as 3D Slicer writes

@@ -559,6 +559,10 @@ pub fn plan(config: &AnatomyConfig, sources: usize) -> Result<Vec<CasePlan>> {
 }
 
 /// Generates case `index` from `sources[plan.source]`.
+// Long on purpose: one draw of the case's random stream in a fixed order
+// (pose, lesions, bias field, texture, gamma, gain, noise), then the
+// resampling that uses all of them; split up, a reordered draw would
+// silently change every dataset a seed gives.
 pub fn generate_case(
     config: &AnatomyConfig,
     sources: &[Source],

@@ -628,6 +628,29 @@ pub fn write_dataset(
     )
 }
 
+/// Refuses a non-empty `out` unless `overwrite`, and makes the layout's
+/// image and label folders.
+fn dataset_folders(out: &std::path::Path, overwrite: bool) -> Result<()> {
+    let non_empty = out.is_dir()
+        && std::fs::read_dir(out)
+            .map_err(|source| Error::Read {
+                path: out.to_path_buf(),
+                source,
+            })?
+            .next()
+            .is_some();
+    if (non_empty || out.is_file()) && !overwrite {
+        return Err(Error::Exists {
+            path: out.to_path_buf(),
+        });
+    }
+    for sub in ["imagesTr", "labelsTr", "imagesTs", "labelsTs"] {
+        let d = out.join(sub);
+        std::fs::create_dir_all(&d).map_err(|source| Error::Write { path: d, source })?;
+    }
+    Ok(())
+}
+
 /// Writes `cases` cases made by `generate(i)` in the layout of
 /// [`write_dataset`]; `synth.json` holds `meta` (an object) and the cases.
 pub(crate) fn write_cases(
@@ -646,23 +669,7 @@ pub(crate) fn write_cases(
     if cases == 0 {
         return Err(Error::invalid("cases", "0; ask for at least one case"));
     }
-    let non_empty = out.is_dir()
-        && std::fs::read_dir(out)
-            .map_err(|source| Error::Read {
-                path: out.to_path_buf(),
-                source,
-            })?
-            .next()
-            .is_some();
-    if (non_empty || out.is_file()) && !overwrite {
-        return Err(Error::Exists {
-            path: out.to_path_buf(),
-        });
-    }
-    for sub in ["imagesTr", "labelsTr", "imagesTs", "labelsTs"] {
-        let d = out.join(sub);
-        std::fs::create_dir_all(&d).map_err(|source| Error::Write { path: d, source })?;
-    }
+    dataset_folders(out, overwrite)?;
     let done = AtomicUsize::new(0);
     let records: Vec<CaseRecord> = (0..cases)
         .into_par_iter()

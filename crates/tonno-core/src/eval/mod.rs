@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::metrics::{Detection, auroc, average_precision, detection, dice, hd95};
 use crate::volume::Volume;
 
+pub mod folder;
+
 /// A heatmap and the mask it is judged against, for one case.
 #[derive(Debug, Clone)]
 pub struct Pair {
