@@ -9,7 +9,8 @@ use tonno_core::io::dataset::LabelSource;
 use tonno_ml::config::TrainConfig;
 use tonno_ml::device::DeviceChoice;
 use tonno_ml::encoder::EncoderKind;
-use tonno_ml::train::{DataSpec, EpochMetrics, RunMode, TrainObserver, train};
+use tonno_ml::run::EpochMetrics;
+use tonno_ml::train::{DataSpec, RunMode, TrainObserver, train};
 
 use crate::progress;
 

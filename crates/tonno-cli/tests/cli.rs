@@ -266,6 +266,11 @@ fn bench_radon_prints_json_figures() {
             .iter()
             .all(|s| s["throughput"].as_f64().unwrap() > 0.0)
     );
+    // The output is always JSON: a --json flag that did nothing is gone,
+    // and the benchmarks refuse it instead of ignoring it.
+    for bench in ["radon", "encoder", "segment"] {
+        tonno(dir.path(), &["bench", bench, "--json"]).fails_with(&["--json"]);
+    }
 }
 
 #[test]

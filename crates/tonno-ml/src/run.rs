@@ -124,6 +124,26 @@ fn score_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
 }
 
+/// One epoch's figures (an entry of `metrics.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_slices_per_s: f64,
+    /// Seconds the optimiser waited for the sampler this epoch.
+    pub sampler_wait_s: f64,
+    pub val_auroc_max: Option<f64>,
+    pub val_auroc_mean: Option<f64>,
+    /// The selection score: the mean over the last `selection_window`
+    /// epochs of the selected AUROC (`None` before `selection_start`).
+    #[serde(default)]
+    pub val_score: Option<f64>,
+    pub best: bool,
+    pub seconds: f64,
+}
+
 /// Training state after a completed epoch (the checkpoint's `state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointState {
@@ -269,6 +289,82 @@ impl RunDir {
                 source,
             })?;
         writeln!(f, "{line}").map_err(|source| Error::Write { path, source })
+    }
+}
+
+impl RunDir {
+    /// `checkpoint.json`: `None` when a run was killed before its first epoch
+    /// ended, an error when it cannot be read or parsed.
+    pub fn read_checkpoint_state(&self) -> Result<Option<CheckpointState>> {
+        let path = self.checkpoint_state();
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(serde_json::from_str(&t).map_err(|e| Error::Run {
+                path: path.clone(),
+                reason: format!("corrupt checkpoint state: {e}"),
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Read { path, source }),
+        }
+    }
+
+    /// The epochs recorded so far: none when `metrics.json` does not exist yet,
+    /// an error when it cannot be read or parsed (a resumed run must not lose
+    /// the history its model selection depends on).
+    pub fn read_history(&self) -> Result<Vec<EpochMetrics>> {
+        let path = &self.metrics();
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Run {
+                path: path.to_path_buf(),
+                reason: format!("corrupt epoch history: {e}"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the epoch's folder whole, then the state that names it, then
+    /// removes older folders: a kill at any point leaves a consistent checkpoint.
+    pub fn save_checkpoint(
+        &self,
+        model: &Encoder,
+        optim: &burn::optim::ModuleOptimizer,
+        state: &CheckpointState,
+    ) -> Result<()> {
+        let dir = self;
+        let folder = dir.root.join(&state.folder);
+        let tmp = folder.with_file_name(format!(".tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|source| Error::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        save_weights(model, &tmp.join("model.bpk"))?;
+        optim
+            .save(tmp.join("optimizer.bpk"))
+            .map_err(|e| Error::Weights {
+                path: folder.join("optimizer.bpk"),
+                reason: e.to_string(),
+            })?;
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::rename(&tmp, &folder).map_err(|source| Error::Write {
+            path: folder.clone(),
+            source,
+        })?;
+        dir.write_text(
+            &dir.checkpoint_state(),
+            &serde_json::to_string_pretty(state).expect("state serialises"),
+        )?;
+        if let Ok(entries) = std::fs::read_dir(dir.checkpoints()) {
+            for e in entries.flatten() {
+                if e.path() != folder {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Ok(())
     }
 }
 

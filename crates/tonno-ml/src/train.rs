@@ -17,7 +17,7 @@ use burn::nn::loss::{BinaryCrossEntropyLoss, BinaryCrossEntropyLossConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tonno_core::io::dataset::{Case, Dataset, LabelSource, Split};
 use tonno_core::io::read_image;
 use tonno_core::metrics::auroc;
@@ -29,7 +29,9 @@ use crate::decision::{Aggregate, Decision, fixed_slices, max_and_mean, youden_th
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{Error, Result};
 use crate::infer;
-use crate::run::{CheckpointState, DataRecord, RunConfig, RunDir, load_weights, save_weights};
+use crate::run::{
+    CheckpointState, DataRecord, EpochMetrics, RunConfig, RunDir, load_weights, save_weights,
+};
 
 /// Where the training data is.
 #[derive(Debug, Clone)]
@@ -47,26 +49,6 @@ pub enum RunMode {
     Force,
     /// Continue from the folder's last checkpoint (its config wins).
     Resume,
-}
-
-/// One epoch's figures (an entry of `metrics.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub step: u64,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_slices_per_s: f64,
-    /// Seconds the optimiser waited for the sampler this epoch.
-    pub sampler_wait_s: f64,
-    pub val_auroc_max: Option<f64>,
-    pub val_auroc_mean: Option<f64>,
-    /// The selection score: the mean over the last `selection_window`
-    /// epochs of the selected AUROC (`None` before `selection_start`).
-    #[serde(default)]
-    pub val_score: Option<f64>,
-    pub best: bool,
-    pub seconds: f64,
 }
 
 /// What a run ended with.
@@ -472,7 +454,7 @@ fn open_run(
             })?;
             let mut train_cfg = stored.train;
             train_cfg.max_minutes = config.max_minutes;
-            Ok((train_cfg, Some(stored.data), read_checkpoint_state(dir)?))
+            Ok((train_cfg, Some(stored.data), dir.read_checkpoint_state()?))
         }
         RunMode::Force => {
             for p in dir.owned_paths() {
@@ -505,20 +487,6 @@ fn open_run(
             }
             Ok((config, None, None))
         }
-    }
-}
-
-/// `checkpoint.json`: `None` when a run was killed before its first epoch
-/// ended, an error when it cannot be read or parsed.
-fn read_checkpoint_state(dir: &RunDir) -> Result<Option<CheckpointState>> {
-    let path = dir.checkpoint_state();
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(serde_json::from_str(&t).map_err(|e| Error::Run {
-            path: path.clone(),
-            reason: format!("corrupt checkpoint state: {e}"),
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Read { path, source }),
     }
 }
 
@@ -607,7 +575,7 @@ impl Trainer<'_> {
                     reason: e.to_string(),
                 })?;
         self.state = s.clone();
-        self.history = read_history(&self.dir.metrics())?;
+        self.history = self.dir.read_history()?;
         self.history.truncate(s.epoch);
         let msg = format!("resumed after epoch {} (step {})", s.epoch, s.step);
         self.observer.message(&msg);
@@ -755,7 +723,8 @@ impl Trainer<'_> {
             folder: RunDir::checkpoint_folder(self.state.epoch),
             ..self.state.clone()
         };
-        save_checkpoint(&self.dir, self.model.get(), &self.stepper.optim, &saved)?;
+        self.dir
+            .save_checkpoint(self.model.get(), &self.stepper.optim, &saved)?;
         self.dir.write_text(
             &self.dir.metrics(),
             &serde_json::to_string_pretty(&self.history).expect("metrics serialise"),
@@ -958,23 +927,6 @@ fn selection_score(
     Some(values.iter().sum::<f64>() / values.len() as f64)
 }
 
-/// The epochs recorded so far: none when `metrics.json` does not exist yet,
-/// an error when it cannot be read or parsed (a resumed run must not lose
-/// the history its model selection depends on).
-fn read_history(path: &Path) -> Result<Vec<EpochMetrics>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Run {
-            path: path.to_path_buf(),
-            reason: format!("corrupt epoch history: {e}"),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(Error::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
 /// One optimiser step of `tonno train`: forward, MIL pooling (with that
 /// objective), BCE with logits, backward, AdamW with the run's weight decay.
 /// The encoder benchmark runs this very step, so that it times what
@@ -1051,47 +1003,6 @@ fn lse_pool(logits: Tensor<2>, r: f32) -> Tensor<2> {
 
 fn fmt_opt(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |x| format!("{x:.4}"))
-}
-
-/// Writes the epoch's folder whole, then the state that names it, then
-/// removes older folders: a kill at any point leaves a consistent checkpoint.
-fn save_checkpoint(
-    dir: &RunDir,
-    model: &Encoder,
-    optim: &burn::optim::ModuleOptimizer,
-    state: &CheckpointState,
-) -> Result<()> {
-    let folder = dir.root.join(&state.folder);
-    let tmp = folder.with_file_name(format!(".tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|source| Error::Write {
-        path: tmp.clone(),
-        source,
-    })?;
-    save_weights(model, &tmp.join("model.bpk"))?;
-    optim
-        .save(tmp.join("optimizer.bpk"))
-        .map_err(|e| Error::Weights {
-            path: folder.join("optimizer.bpk"),
-            reason: e.to_string(),
-        })?;
-    let _ = std::fs::remove_dir_all(&folder);
-    std::fs::rename(&tmp, &folder).map_err(|source| Error::Write {
-        path: folder.clone(),
-        source,
-    })?;
-    dir.write_text(
-        &dir.checkpoint_state(),
-        &serde_json::to_string_pretty(state).expect("state serialises"),
-    )?;
-    if let Ok(entries) = std::fs::read_dir(dir.checkpoints()) {
-        for e in entries.flatten() {
-            if e.path() != folder {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use tonno_core::io::dataset::LabelSource;
 use tonno_core::synth::{SynthConfig, write_dataset};
 use tonno_ml::config::{Objective, TrainConfig};
 use tonno_ml::encoder::EncoderKind;
-use tonno_ml::train::{DataSpec, EpochMetrics, RunMode, Silent, train};
+use tonno_ml::run::EpochMetrics;
+use tonno_ml::train::{DataSpec, RunMode, Silent, train};
 
 fn dataset(dir: &Path, cases: usize, contrast: (f64, f64)) -> DataSpec {
     let cfg = SynthConfig {
