@@ -67,6 +67,17 @@ fn setup_trained(dir: &Path) {
     .ok();
 }
 
+/// Starts tonno in `dir` without waiting for it (to kill it mid-run).
+fn spawn_tonno(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tonno"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn metrics(run: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
 }
@@ -79,13 +90,7 @@ fn killed_training_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted
     // Uninterrupted reference.
     tonno(dir.path(), &[&args[..], &["--out", "full"]].concat()).ok();
     // Start, kill -9 once the first epoch's checkpoint exists, resume.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tonno"))
-        .args([&args[..], &["--out", "cut"]].concat())
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_tonno(dir.path(), &[&args[..], &["--out", "cut"]].concat());
     let state = dir.path().join("cut/checkpoint.json");
     let t0 = Instant::now();
     while !state.exists() {
@@ -476,13 +481,7 @@ fn a_killed_segment_leaves_only_whole_files_and_skip_existing_finishes_the_folde
     let full = visible_files(&dir.path().join("full"));
     // kill -9 as soon as the first file is there.
     let cut = dir.path().join("cut");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tonno"))
-        .args([&args[..], &["--out", "cut"]].concat())
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_tonno(dir.path(), &[&args[..], &["--out", "cut"]].concat());
     let t0 = Instant::now();
     while !cut.is_dir() || visible_files(&cut).is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no output");

@@ -252,6 +252,53 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// An error and its causes, as the CLI prints them (what a target returns).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s += &format!(": {c}");
+        cause = c.source();
+    }
+    s
+}
+
+/// Prints a run's figures and first findings, keeps the findings' files
+/// under `TONNO_FUZZ_OUT/name` when that is set, and panics when there is
+/// a finding, or when fewer than 1 in 50 mutants were valid files (a
+/// mutator that only makes garbage tests nothing but each reader's first
+/// check).
+pub fn assert_clean(name: &str, report: &Report) {
+    eprintln!(
+        "fuzz {name}: {} inputs in {:.1} s, {} accepted, {} refused, {} findings",
+        report.inputs,
+        report.seconds,
+        report.accepted,
+        report.refused,
+        report.findings.len()
+    );
+    if let Ok(out) = std::env::var("TONNO_FUZZ_OUT") {
+        save_findings(report, &Path::new(&out).join(name))
+            .expect("cannot write the fuzz findings to TONNO_FUZZ_OUT");
+    }
+    for f in report.findings.iter().take(5) {
+        eprintln!("  input {}: {}", f.index, f.what);
+    }
+    assert!(
+        report.findings.is_empty(),
+        "{name}: {} of {} inputs crashed, hung, over-allocated or gave an anonymous error (first: {})",
+        report.findings.len(),
+        report.inputs,
+        report.findings[0].what
+    );
+    assert!(
+        report.accepted > report.inputs / 50,
+        "{name}: only {} of {} mutants were valid files",
+        report.accepted,
+        report.inputs
+    );
+}
+
 /// Writes each finding's files under `dir/finding-N/` (for `TONNO_FUZZ_OUT`).
 pub fn save_findings(report: &Report, dir: &Path) -> std::io::Result<()> {
     for f in &report.findings {

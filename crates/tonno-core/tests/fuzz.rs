@@ -14,7 +14,9 @@ use std::cell::Cell;
 use std::path::Path;
 
 use tonno_core::affine::Affine;
-use tonno_core::fuzz::{self, AllocProbe, Config, Kind, NIFTI1_FIELDS, SeedFile, Target};
+use tonno_core::fuzz::{
+    self, AllocProbe, Config, Kind, NIFTI1_FIELDS, SeedFile, Target, error_chain,
+};
 use tonno_core::io::dataset::{Dataset, LabelSource, read_labels_csv};
 use tonno_core::io::{DataType, read_image, write_image};
 use tonno_core::volume::Volume;
@@ -80,55 +82,15 @@ const PROBE_HOOKS: AllocProbe = AllocProbe {
 
 const INPUTS: usize = 20_000;
 
-/// The error and its causes, as the CLI prints them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s += &format!(": {c}");
-        cause = c.source();
-    }
-    s
-}
-
 fn fuzz(name: &str, seeds: Vec<Vec<SeedFile>>, target: Target) {
     let scratch = tempfile::tempdir().unwrap();
     let mut config = Config::from_env(INPUTS, scratch.path());
     config.alloc = Some(PROBE_HOOKS);
-    let report = fuzz::run(&seeds, target, &config);
-    eprintln!(
-        "fuzz {name}: {} inputs in {:.1} s, {} accepted, {} refused, {} findings",
-        report.inputs,
-        report.seconds,
-        report.accepted,
-        report.refused,
-        report.findings.len()
-    );
-    if let Ok(out) = std::env::var("TONNO_FUZZ_OUT") {
-        fuzz::save_findings(&report, &Path::new(&out).join(name)).unwrap();
-    }
-    for f in report.findings.iter().take(5) {
-        eprintln!("  input {}: {}", f.index, f.what);
-    }
-    assert!(
-        report.findings.is_empty(),
-        "{name}: {} of {} inputs crashed, hung, over-allocated or gave an anonymous error (first: {})",
-        report.findings.len(),
-        report.inputs,
-        report.findings[0].what
-    );
-    // A mutator that only produced garbage would test nothing but the
-    // first check of each reader.
-    assert!(
-        report.accepted > report.inputs / 50,
-        "{name}: only {} of {} mutants were valid files",
-        report.accepted,
-        report.inputs
-    );
+    fuzz::assert_clean(name, &fuzz::run(&seeds, target, &config));
 }
 
 fn image_target(path: &Path) -> Result<(), String> {
-    read_image(path).map(drop).map_err(|e| chain(&e))
+    read_image(path).map(drop).map_err(|e| error_chain(&e))
 }
 
 fn tiny(channels: usize) -> Volume {
@@ -332,7 +294,7 @@ const CSV_LINES: &[&str] = &[
 ];
 
 fn labels_target(path: &Path) -> Result<(), String> {
-    read_labels_csv(path).map(drop).map_err(|e| chain(&e))
+    read_labels_csv(path).map(drop).map_err(|e| error_chain(&e))
 }
 
 #[test]
@@ -387,7 +349,7 @@ fn dataset_target(path: &Path) -> Result<(), String> {
     let root = path.parent().expect("dataset.json sits in a folder");
     Dataset::open(root, &LabelSource::Default)
         .map(drop)
-        .map_err(|e| chain(&e))
+        .map_err(|e| error_chain(&e))
 }
 
 #[test]
@@ -456,7 +418,7 @@ fn a_nrrd_declaring_more_voxels_than_it_holds_is_refused_before_allocating() {
         );
         std::fs::write(&p, nrrd_text(&head, &data)).unwrap();
         PEAK.with(|c| c.set(0));
-        let e = chain(&read_image(&p).unwrap_err());
+        let e = error_chain(&read_image(&p).unwrap_err());
         let peak = PEAK.with(Cell::get);
         assert!(e.contains(name) && e.contains("100000"), "{e}");
         assert!(peak < 1 << 20, "{name}: allocated {peak} bytes");
@@ -474,7 +436,7 @@ fn gzipped_nifti_is_decompressed_no_further_than_its_header_declares() {
     let p = dir.path().join("long.nii.gz");
     std::fs::write(&p, fuzz::gzip(&nii)).unwrap();
     PEAK.with(|c| c.set(0));
-    let e = chain(&read_image(&p).unwrap_err());
+    let e = error_chain(&read_image(&p).unwrap_err());
     let peak = PEAK.with(Cell::get);
     assert!(e.contains("long.nii.gz") && e.contains("too long"), "{e}");
     assert!(
@@ -489,7 +451,7 @@ fn gzipped_nifti_is_decompressed_no_further_than_its_header_declares() {
     }
     let p = dir.path().join("huge.nii.gz");
     std::fs::write(&p, fuzz::gzip(&huge)).unwrap();
-    let e = chain(&read_image(&p).unwrap_err());
+    let e = error_chain(&read_image(&p).unwrap_err());
     assert!(
         e.contains("huge.nii.gz") && e.contains("values tonno reads"),
         "{e}"

@@ -174,39 +174,31 @@ pub fn segment_file(
     };
     let predicted = score.zip(job.decision).map(|(s, d)| d.positive(s));
     let gated = job.gate && predicted == Some(false);
-    if skipped {
-        return Ok(CaseResult {
-            case,
-            input: file.to_path_buf(),
-            score,
-            predicted,
-            gated,
-            skipped,
-            outputs: expected,
-            seconds: start.elapsed().as_secs_f64(),
-            timings: Timings::default(),
-        });
-    }
-    let (heatmaps, timings) =
-        segment(&prepared, job.model, job.methods, config).map_err(|e| about("segmenting", &e))?;
-    let body = job
-        .body_mask
-        .then(|| body_mask(&img.volume, BODY_MARGIN_VOXELS));
-    let mut outputs = Vec::new();
-    for mut h in heatmaps {
-        if let Some(body) = &body {
-            restrict_to_body(h.volume.data_mut(), body);
-        }
-        let p = out_path(h.method, false);
-        write_image(&p, &h.volume, DataType::F32, Some(&img.info), overwrite)?;
-        outputs.push(p);
-        if let Some(threshold) = job.threshold {
-            let mask = mask_of(&h, threshold, job.auto_fraction, gated)?;
-            let p = out_path(h.method, true);
-            write_image(&p, &mask, DataType::U8, Some(&img.info), overwrite)?;
+    let (outputs, timings) = if skipped {
+        (expected, Timings::default())
+    } else {
+        let (heatmaps, timings) = segment(&prepared, job.model, job.methods, config)
+            .map_err(|e| about("segmenting", &e))?;
+        let body = job
+            .body_mask
+            .then(|| body_mask(&img.volume, BODY_MARGIN_VOXELS));
+        let mut outputs = Vec::new();
+        for mut h in heatmaps {
+            if let Some(body) = &body {
+                restrict_to_body(h.volume.data_mut(), body);
+            }
+            let p = out_path(h.method, false);
+            write_image(&p, &h.volume, DataType::F32, Some(&img.info), overwrite)?;
             outputs.push(p);
+            if let Some(threshold) = job.threshold {
+                let mask = mask_of(&h, threshold, job.auto_fraction, gated)?;
+                let p = out_path(h.method, true);
+                write_image(&p, &mask, DataType::U8, Some(&img.info), overwrite)?;
+                outputs.push(p);
+            }
         }
-    }
+        (outputs, timings)
+    };
     Ok(CaseResult {
         case,
         input: file.to_path_buf(),

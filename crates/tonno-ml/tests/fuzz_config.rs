@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tonno_core::fuzz::{self, Config, Kind, SeedFile, Target};
+use tonno_core::fuzz::{self, Config, Kind, SeedFile, Target, error_chain};
 use tonno_ml::config::{Objective, TrainConfig};
 use tonno_ml::encoder::EncoderConfig;
 use tonno_ml::run::{DataRecord, RunConfig, RunDir};
@@ -94,16 +94,6 @@ const TOML_TOKENS: &[&str] = &[
     "",
 ];
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s += &format!(": {c}");
-        cause = c.source();
-    }
-    s
-}
-
 fn run_config() -> RunConfig {
     let train = TrainConfig {
         objective: Objective::Mil { bag: 8, r: 4.0 },
@@ -136,34 +126,8 @@ fn seed(name: &str, text: String) -> Vec<SeedFile> {
 
 fn fuzz(name: &str, seeds: Vec<Vec<SeedFile>>, target: Target) {
     let scratch = tempfile::tempdir().unwrap();
-    let report = fuzz::run(&seeds, target, &Config::from_env(INPUTS, scratch.path()));
-    eprintln!(
-        "fuzz {name}: {} inputs in {:.1} s, {} accepted, {} refused, {} findings",
-        report.inputs,
-        report.seconds,
-        report.accepted,
-        report.refused,
-        report.findings.len()
-    );
-    if let Ok(out) = std::env::var("TONNO_FUZZ_OUT") {
-        fuzz::save_findings(&report, &Path::new(&out).join(name)).unwrap();
-    }
-    for f in report.findings.iter().take(5) {
-        eprintln!("  input {}: {}", f.index, f.what);
-    }
-    assert!(
-        report.findings.is_empty(),
-        "{name}: {} of {} inputs crashed, hung or gave an anonymous error (first: {})",
-        report.findings.len(),
-        report.inputs,
-        report.findings[0].what
-    );
-    assert!(
-        report.accepted > report.inputs / 50,
-        "{name}: only {} of {} mutants were valid files",
-        report.accepted,
-        report.inputs
-    );
+    let config = Config::from_env(INPUTS, scratch.path());
+    fuzz::assert_clean(name, &fuzz::run(&seeds, target, &config));
 }
 
 /// An accepted config is one that inference and training can use as it is.
@@ -178,8 +142,8 @@ fn in_range(model: &tonno_ml::run::ModelConfig) -> Result<(), String> {
 
 fn run_folder_target(path: &Path) -> Result<(), String> {
     let dir = RunDir::new(path.parent().unwrap());
-    let model = dir.read_model().map_err(|e| chain(&e));
-    let whole = dir.read_config().map_err(|e| chain(&e));
+    let model = dir.read_model().map_err(|e| error_chain(&e));
+    let whole = dir.read_config().map_err(|e| error_chain(&e));
     // Whatever resuming accepts, inference accepts the same model.
     if let Ok(c) = &whole {
         match &model {
@@ -193,7 +157,7 @@ fn run_folder_target(path: &Path) -> Result<(), String> {
 }
 
 fn train_file_target(path: &Path) -> Result<(), String> {
-    let c = TrainConfig::read(path).map_err(|e| chain(&e))?;
+    let c = TrainConfig::read(path).map_err(|e| error_chain(&e))?;
     c.validate()
         .map_err(|e| format!("{}: read accepted an invalid config: {e}", path.display()))
 }
