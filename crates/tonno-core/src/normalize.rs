@@ -22,11 +22,23 @@ pub enum Normalization {
     ZscoreForeground,
     /// Per channel: z-score over all voxels.
     Zscore,
+    /// Per channel: `(x / m - 1) / 0.25`, with `m` the foreground's median:
+    /// each intensity as a ratio to the typical tissue's. A skull, scalp or
+    /// neck in the field of view widens the foreground's standard deviation
+    /// but hardly moves its median, so a lesion 40% brighter than its
+    /// surroundings keeps about the same step whether the scan was
+    /// skull-stripped or not. 0.25 is the spread of T1 heads' foregrounds in
+    /// these units, so that the augmentation's normalised units stay about
+    /// those of a z-score. Needs positive intensities (MRI magnitudes).
+    MedianForeground,
     /// CT window `center +- width / 2` (HU) mapped to `[-1, 1]`, clipped.
     CtWindow { center: f32, width: f32 },
     /// Leave intensities as they are.
     None,
 }
+
+/// The foreground spread, in ratio units, that `MedianForeground` divides by.
+const MEDIAN_RATIO_SPREAD: f32 = 0.25;
 
 /// The `q`-quantile (0..=1) of `values` (copies and partially sorts).
 pub fn quantile(values: &[f32], q: f64) -> f32 {
@@ -243,6 +255,28 @@ pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
                 continue;
             }
             Normalization::Zscore => mean_std(volume.channel(c).iter().copied()),
+            Normalization::MedianForeground => {
+                let mask = foreground_mask(volume, c);
+                let tissue: Vec<f32> = volume
+                    .channel(c)
+                    .iter()
+                    .zip(&mask)
+                    .filter(|(_, f)| **f)
+                    .map(|(v, _)| *v)
+                    .collect();
+                let m = quantile(&tissue, 0.5);
+                if !(m > 0.0 && m.is_finite()) {
+                    return Err(Error::invalid(
+                        "normalisation",
+                        format!(
+                            "channel {c}'s foreground median is {m}; median-foreground needs \
+                             positive intensities (MRI magnitudes): use zscore-foreground, or \
+                             ct-window for CT"
+                        ),
+                    ));
+                }
+                (m, MEDIAN_RATIO_SPREAD * m)
+            }
             Normalization::ZscoreForeground => {
                 let mask = foreground_mask(volume, c);
                 let (m, s) = mean_std(
@@ -359,6 +393,65 @@ mod tests {
             .collect();
         let (m, s) = mean_std(fg.iter().copied());
         assert!(m.abs() < 1e-4 && (s - 1.0).abs() < 1e-4, "{m} {s}");
+    }
+
+    /// A "brain" ball of radius 7 voxels (100, with a 140 "lesion" at its
+    /// centre), optionally inside a bright "scalp" shell, in air.
+    fn brain(scalp: bool) -> Volume {
+        Volume::from_fn([24; 3], Affine::identity(), |i, j, k| {
+            let d = [i, j, k].map(|x| x as f32 - 11.5);
+            let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            match r {
+                _ if r < 1.5 => 140.0,
+                _ if r < 7.0 => 100.0,
+                _ if scalp && (7.5..8.5).contains(&r) => 180.0,
+                _ => 1.0,
+            }
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_median_ratio_keeps_a_lesions_step_whether_or_not_a_scalp_is_in_view() {
+        // The lesion's step over the tissue, in normalised units.
+        let step = |v: &Volume, how| {
+            let n = normalize(v, how).unwrap();
+            n.get(11, 11, 11, 0) - n.get(11, 11, 15, 0)
+        };
+        let ratio = |how| step(&brain(true), how) / step(&brain(false), how);
+        let median = ratio(Normalization::MedianForeground);
+        let zscore = ratio(Normalization::ZscoreForeground);
+        assert!((median - 1.0).abs() < 0.05, "median ratio: {median}");
+        assert!(zscore < 0.5, "z-score: {zscore}");
+        // Its units: the tissue at 0, the lesion 40% brighter at 0.4 / 0.25.
+        let n = normalize(&brain(false), Normalization::MedianForeground).unwrap();
+        assert!(
+            n.get(11, 11, 15, 0).abs() < 1e-5,
+            "{}",
+            n.get(11, 11, 15, 0)
+        );
+        assert!((n.get(11, 11, 11, 0) - 1.6).abs() < 1e-5);
+        // Scale-free, as MRI intensities are.
+        let mut brighter = brain(true);
+        brighter.data_mut().iter_mut().for_each(|x| *x *= 7.0);
+        let a = normalize(&brighter, Normalization::MedianForeground).unwrap();
+        let b = normalize(&brain(true), Normalization::MedianForeground).unwrap();
+        assert!(
+            a.data()
+                .iter()
+                .zip(b.data())
+                .all(|(x, y)| (x - y).abs() < 1e-4)
+        );
+    }
+
+    #[test]
+    fn the_median_ratio_refuses_intensities_that_are_not_positive() {
+        let mut v = brain(false);
+        v.data_mut().iter_mut().for_each(|x| *x -= 1000.0);
+        let e = normalize(&v, Normalization::MedianForeground)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("positive intensities"), "{e}");
     }
 
     #[test]

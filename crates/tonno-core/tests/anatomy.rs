@@ -255,3 +255,90 @@ fn a_scan_without_foreground_is_refused_by_name() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+/// Writes a mask of the fake head's `x > 0` half (a "hemisphere") on its own
+/// grid: 1.5 mm voxels, unlike the head's 2 mm, since masks are matched in
+/// world coordinates.
+fn write_half_mask(dir: &Path, name: &str) -> std::path::PathBuf {
+    let (n, h) = (56, 1.5);
+    let o = -(n as f64 - 1.0) / 2.0 * h;
+    let affine = Affine::from_diagonal([h; 3], [o; 3]);
+    let v = Volume::from_fn([n; 3], affine, |i, j, k| {
+        let p = affine.apply([i as f64, j as f64, k as f64]);
+        f32::from(p[0] > 0.0)
+    })
+    .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{name}.nii.gz"));
+    write_image(&path, &v, DataType::U8, None, false).unwrap();
+    path
+}
+
+#[test]
+fn a_lesion_mask_keeps_every_lesion_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let scans = dir.path().join("scans");
+    std::fs::create_dir_all(&scans).unwrap();
+    write_head(&scans, "head", 0.0);
+    let masks = dir.path().join("masks");
+    write_half_mask(&masks, "head");
+    let mut sources = anatomy::load_sources(&scans).unwrap();
+    anatomy::attach_masks(&mut sources, &masks).unwrap();
+    assert_eq!(
+        sources[0].region_path.as_deref(),
+        Some(&*masks.join("head.nii.gz"))
+    );
+    let cfg = AnatomyConfig {
+        max_rotation_deg: 0.0,
+        scale: (1.0, 1.0),
+        max_shift_mm: 0.0,
+        ..config()
+    };
+    let plan = CasePlan {
+        source: 0,
+        positive: true,
+        test: false,
+    };
+    let mut without_mask = anatomy::load_sources(&scans).unwrap();
+    let mut left_without_mask = 0;
+    for index in 0..12 {
+        let case = anatomy::generate_case(&cfg, &sources, index, plan).unwrap();
+        for l in &case.lesions {
+            // The whole lesion (its centre at least its radius from the cut).
+            assert!(
+                l.center_mm[0] >= l.radius_mm,
+                "case {index}: lesion at {:?} (radius {:.1} mm) crosses the mask's edge x = 0",
+                l.center_mm,
+                l.radius_mm
+            );
+        }
+        let free = anatomy::generate_case(&cfg, &without_mask, index, plan).unwrap();
+        left_without_mask += free.lesions.iter().filter(|l| l.center_mm[0] < 0.0).count();
+    }
+    // Without the mask the same draws use both halves, so the test can fail.
+    assert!(left_without_mask > 0);
+
+    // A mask that names no scan, and one that covers none of its scan, are refused by name.
+    write_half_mask(&masks, "other");
+    let e = anatomy::attach_masks(&mut without_mask, &masks)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("other.nii.gz") && e.contains("no anatomy scan"),
+        "{e}"
+    );
+    std::fs::remove_file(masks.join("other.nii.gz")).unwrap();
+    let empty = Volume::filled([8; 3], Affine::identity(), 0.0).unwrap();
+    write_image(&masks.join("head.nii.gz"), &empty, DataType::U8, None, true).unwrap();
+    let e = anatomy::attach_masks(&mut without_mask, &masks)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("head.nii.gz") && e.contains("covers none"),
+        "{e}"
+    );
+    let e = anatomy::attach_masks(&mut without_mask, &dir.path().join("nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nowhere"), "{e}");
+}

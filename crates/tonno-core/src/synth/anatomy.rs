@@ -196,6 +196,66 @@ pub struct Source {
     /// Foreground centroid, mm.
     pub center_mm: Vec3,
     pub foreground_voxels: usize,
+    /// Where lesions may go, when narrower than the foreground (a brain
+    /// mask of a whole-head scan): 1 inside, 0 outside, on its own grid.
+    region: Option<Volume>,
+    /// The file `region` came from.
+    pub region_path: Option<PathBuf>,
+}
+
+/// Narrows where lesions go: each source with a mask of the same case name
+/// in `dir` (a brain mask of a whole-head scan, say; above 0.5 inside) gets
+/// its lesions inside that mask as well as inside its foreground. Without
+/// it a whole head's foreground is scalp, face and neck too, and tumours
+/// land there, where no brain tumour grows and where bright fat looks like
+/// one. Sources without a mask keep their foreground. A mask that matches
+/// no source, or covers none of its source's foreground, is refused.
+pub fn attach_masks(sources: &mut [Source], dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::Read {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        });
+    }
+    for file in list_images(dir)? {
+        let name = crate::io::case_name(&file);
+        let Some(src) = sources.iter_mut().find(|s| s.name == name) else {
+            let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::dataset(
+                &file,
+                format!(
+                    "is a mask named {name:?}, but no anatomy scan has that name (they are: {})",
+                    names.join(", ")
+                ),
+            ));
+        };
+        let mask = read_image(&file)?.volume.channel_volume(0);
+        let region: Vec<f32> = mask
+            .data()
+            .iter()
+            .map(|&v| if v > 0.5 { 1.0 } else { 0.0 })
+            .collect();
+        let region = mask.same_grid(region)?;
+        let [nx, ny, _] = src.solid.shape();
+        let overlap = (0..src.solid.voxels())
+            .filter(|&i| src.solid.data()[i] >= 0.5)
+            .any(|i| {
+                let v = [i % nx, (i / nx) % ny, i / (nx * ny)].map(|x| x as f64);
+                region.sample_world(src.solid.voxel_to_world(v), 0, 0.0) >= 0.5
+            });
+        if !overlap {
+            return Err(Error::dataset(
+                &file,
+                format!(
+                    "covers none of the foreground of {} (is it that scan's mask, in its space?)",
+                    src.path.display()
+                ),
+            ));
+        }
+        src.region = Some(region);
+        src.region_path = Some(file);
+    }
+    Ok(())
 }
 
 /// Reads the healthy scans at `path`: one image file, or every image of a
@@ -279,6 +339,8 @@ fn load_source(path: &Path) -> Result<Source> {
         solid: solid_v,
         center_mm,
         foreground_voxels: count,
+        region: None,
+        region_path: None,
     })
 }
 
@@ -593,12 +655,17 @@ pub fn generate_case(
     };
     let voxel_world = |i: usize, j: usize, k: usize| affine.apply([i as f64, j as f64, k as f64]);
     let nnn = n * n * n;
-    // The foreground on the output grid, and how deep each voxel lies in it.
+    // Where lesions may go on the output grid (the foreground, within the
+    // source's mask if it has one), and how deep each voxel lies in it.
     let fg: Vec<bool> = (0..nnn)
         .into_par_iter()
         .map(|idx| {
-            let p = voxel_world(idx % n, (idx / n) % n, idx / (n * n));
-            src.solid.sample_world(to_source(p), 0, 0.0) >= 0.5
+            let q = to_source(voxel_world(idx % n, (idx / n) % n, idx / (n * n)));
+            src.solid.sample_world(q, 0, 0.0) >= 0.5
+                && src
+                    .region
+                    .as_ref()
+                    .is_none_or(|r| r.sample_world(q, 0, 0.0) >= 0.5)
         })
         .collect();
     if fg.iter().all(|m| !m) {
@@ -699,7 +766,8 @@ pub fn generate_case(
 }
 
 /// Draws the tumours of a positive case, each with its whole extent (and
-/// `margin_mm`) inside the foreground and apart from the others.
+/// `margin_mm`) inside the foreground (and the source's mask) and apart
+/// from the others.
 fn place_tumours(
     rng: &mut Rng,
     config: &AnatomyConfig,
@@ -749,7 +817,7 @@ fn place_tumours(
                 return Err(Error::dataset(
                     &src.path,
                     format!(
-                        "no room for a lesion of {:.1} mm radius (plus {} mm margin) inside its foreground \
+                        "no room for a lesion of {:.1} mm radius (plus {} mm margin) inside its foreground or mask \
                          on the {n}^3 grid (deepest point {deepest:.1} mm); use smaller --radius or --margin",
                         radius, config.margin_mm
                     ),
@@ -780,6 +848,7 @@ pub fn write_dataset(
             "shape": s.volume.shape(),
             "spacing_mm": s.volume.spacing_mm(),
             "foreground_voxels": s.foreground_voxels,
+            "lesion_mask": s.region_path,
             "test": plans.iter().any(|p| p.source == i && p.test),
         })).collect::<Vec<_>>(),
     });
