@@ -51,6 +51,17 @@ pub fn quantile(values: &[f32], q: f64) -> f32 {
     *x
 }
 
+/// The median of `data` where `mask` is set (NaN when it is set nowhere).
+pub fn masked_median(data: &[f32], mask: &[bool]) -> f32 {
+    let inside: Vec<f32> = data
+        .iter()
+        .zip(mask)
+        .filter(|(_, m)| **m)
+        .map(|(v, _)| *v)
+        .collect();
+    quantile(&inside, 0.5)
+}
+
 /// Foreground of channel `c`: voxels above Otsu's threshold (the split of
 /// the intensity histogram that best separates two classes), which parts
 /// tissue from air in MRI and CT alike, whatever the scanner's offset.
@@ -256,15 +267,7 @@ pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
             }
             Normalization::Zscore => mean_std(volume.channel(c).iter().copied()),
             Normalization::MedianForeground => {
-                let mask = foreground_mask(volume, c);
-                let tissue: Vec<f32> = volume
-                    .channel(c)
-                    .iter()
-                    .zip(&mask)
-                    .filter(|(_, f)| **f)
-                    .map(|(v, _)| *v)
-                    .collect();
-                let m = quantile(&tissue, 0.5);
+                let m = masked_median(volume.channel(c), &foreground_mask(volume, c));
                 if !(m > 0.0 && m.is_finite()) {
                     return Err(Error::invalid(
                         "normalisation",

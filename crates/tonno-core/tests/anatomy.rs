@@ -44,13 +44,9 @@ fn config() -> AnatomyConfig {
     }
 }
 
-#[test]
-fn lesions_lie_inside_the_foreground_and_masks_are_where_the_lesions_are() {
-    let dir = tempfile::tempdir().unwrap();
-    write_head(dir.path(), "head", 0.0);
-    let sources = anatomy::load_sources(dir.path()).unwrap();
-    assert_eq!(sources.len(), 1);
-    // No rotation, scale or shift: the output grid sees the head where it was.
+/// No rotation, scale or shift (the output grid sees the head where it
+/// was), and a positive case of the first source.
+fn untransformed_positive() -> (AnatomyConfig, CasePlan) {
     let cfg = AnatomyConfig {
         max_rotation_deg: 0.0,
         scale: (1.0, 1.0),
@@ -62,6 +58,16 @@ fn lesions_lie_inside_the_foreground_and_masks_are_where_the_lesions_are() {
         positive: true,
         test: false,
     };
+    (cfg, plan)
+}
+
+#[test]
+fn lesions_lie_inside_the_foreground_and_masks_are_where_the_lesions_are() {
+    let dir = tempfile::tempdir().unwrap();
+    write_head(dir.path(), "head", 0.0);
+    let sources = anatomy::load_sources(dir.path()).unwrap();
+    assert_eq!(sources.len(), 1);
+    let (cfg, plan) = untransformed_positive();
     for index in 0..6 {
         let case = anatomy::generate_case(&cfg, &sources, index, plan).unwrap();
         assert!(!case.lesions.is_empty());
@@ -288,17 +294,7 @@ fn a_lesion_mask_keeps_every_lesion_inside_it() {
         sources[0].region_path.as_deref(),
         Some(&*masks.join("head.nii.gz"))
     );
-    let cfg = AnatomyConfig {
-        max_rotation_deg: 0.0,
-        scale: (1.0, 1.0),
-        max_shift_mm: 0.0,
-        ..config()
-    };
-    let plan = CasePlan {
-        source: 0,
-        positive: true,
-        test: false,
-    };
+    let (cfg, plan) = untransformed_positive();
     let mut without_mask = anatomy::load_sources(&scans).unwrap();
     let mut left_without_mask = 0;
     for index in 0..12 {

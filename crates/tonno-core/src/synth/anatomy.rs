@@ -23,7 +23,7 @@ use super::{Ellipsoid, Field, Lesion, LesionInfo, SynthCase, lesion_axes, lesion
 use crate::affine::{Affine, Vec3, cross, dot, norm, sub};
 use crate::error::{Error, Result};
 use crate::io::{list_images, read_image};
-use crate::normalize::{fill_holes, foreground_ball, foreground_mask, quantile};
+use crate::normalize::{fill_holes, foreground_ball, foreground_mask, masked_median};
 use crate::rng::Rng;
 use crate::volume::Volume;
 
@@ -313,14 +313,7 @@ fn load_source(path: &Path) -> Result<Source> {
             ),
         ));
     }
-    let inside: Vec<f32> = volume
-        .data()
-        .iter()
-        .zip(&mask)
-        .filter(|(_, m)| **m)
-        .map(|(v, _)| *v)
-        .collect();
-    let median = quantile(&inside, 0.5);
+    let median = masked_median(volume.data(), &mask);
     if median.is_nan() || median <= 0.0 {
         return Err(Error::dataset(
             path,
@@ -672,8 +665,13 @@ pub fn generate_case(
         return Err(Error::dataset(
             &src.path,
             format!(
-                "its foreground falls outside the {n}^3 grid of {h} mm voxels; \
-                 use a larger --size or --spacing"
+                "its foreground{} falls outside the {n}^3 grid of {h} mm voxels; \
+                 use a larger --size or --spacing",
+                if src.region.is_some() {
+                    " within its lesion mask"
+                } else {
+                    ""
+                }
             ),
         ));
     }
