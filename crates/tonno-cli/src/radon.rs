@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use tonno_core::io::{DataType, read_image, write_image};
-use tonno_core::radon::{Padding, plane_integrals, reconstruct};
+use tonno_core::radon::{Padding, plane_integrals, reconstruct_as};
 
 use crate::progress;
 use crate::tomo_args::TomoArgs;
@@ -53,12 +53,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let geometry = args.tomo.geometry(v)?;
     // Plane integrals fall to zero at the ball's edge: zero padding is exact for them.
     let filter = args.tomo.filter(Padding::Zero);
+    let how = args.tomo.reconstruction()?;
     let spinner = progress::spinner("projecting and reconstructing");
     let t0 = Instant::now();
     let sino = plane_integrals(v, args.channel, &geometry);
     let t_forward = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let rec = v.same_grid(reconstruct(&sino, &filter, &v.grid())?)?;
+    let rec = v.same_grid(reconstruct_as(&sino, &filter, &how, &v.grid())?)?;
     let t_inverse = t1.elapsed().as_secs_f64();
     spinner.finish_and_clear();
     write_image(&args.out, &rec, DataType::F32, Some(&img.info), args.force)

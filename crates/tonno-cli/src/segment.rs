@@ -353,6 +353,7 @@ fn segment_config(
         filter: a
             .tomo
             .filter(if sum { Padding::Zero } else { Padding::Edge }),
+        reconstruction: a.tomo.reconstruction()?,
         profile: match a.profile {
             ProfileArg::Logit => ProfileValue::Logit,
             ProfileArg::Probability => ProfileValue::Probability,

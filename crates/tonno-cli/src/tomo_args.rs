@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 use tonno_core::geometry::{Ball, TomoGeometry};
-use tonno_core::radon::{Filter, FilterKind, Padding, Window};
+use tonno_core::radon::{Filter, FilterKind, Padding, Reconstruction, Sirt, Window};
 use tonno_core::volume::Volume;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -29,6 +29,15 @@ pub enum PaddingArg {
     Edge,
     /// Zeros (right for plane integrals of a volume).
     Zero,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReconstructionArg {
+    /// Filtered backprojection (the second derivative along t).
+    Fbp,
+    /// SIRT, non-negative, `--iterations` steps (ToNNO only: the
+    /// tomographic CAMs always backproject).
+    Sirt,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +72,12 @@ pub struct TomoArgs {
     /// In-plane rotation of every slice frame, in degrees.
     #[arg(long, default_value_t = 0.0)]
     pub rotation: f64,
+    /// How the profiles become a volume.
+    #[arg(long, value_enum, default_value_t = ReconstructionArg::Fbp)]
+    pub reconstruction: ReconstructionArg,
+    /// SIRT iterations (with `--reconstruction sirt`).
+    #[arg(long, default_value_t = Sirt::default().iterations)]
+    pub iterations: usize,
 }
 
 fn parse_point(s: &str) -> Result<[f64; 3], String> {
@@ -78,6 +93,21 @@ fn parse_point(s: &str) -> Result<[f64; 3], String> {
 }
 
 impl TomoArgs {
+    /// The reconstruction, its options checked.
+    pub fn reconstruction(&self) -> tonno_core::Result<Reconstruction> {
+        Ok(match self.reconstruction {
+            ReconstructionArg::Fbp => Reconstruction::Fbp,
+            ReconstructionArg::Sirt => {
+                let sirt = Sirt {
+                    iterations: self.iterations,
+                    ..Sirt::default()
+                };
+                sirt.validate()?;
+                Reconstruction::Sirt(sirt)
+            }
+        })
+    }
+
     /// The filter, with `default_padding` when the user did not choose one.
     pub fn filter(&self, default_padding: Padding) -> Filter {
         Filter {

@@ -205,6 +205,41 @@ fn radon_reconstructs_a_synthetic_scan_from_its_own_plane_integrals() {
         e128 < 0.4 && e128 < 0.6 * e8,
         "relative errors: K=8 {e8}, K=128 {e128}"
     );
+    // SIRT makes more of eight directions than the second derivative does.
+    let sirt8 = tonno(
+        dir.path(),
+        &[
+            "radon",
+            "--input",
+            input,
+            "--out",
+            "s8.nii.gz",
+            "--directions",
+            "8",
+            "--reconstruction",
+            "sirt",
+            "--json",
+        ],
+    )
+    .json()["relative_l2_error"]
+        .as_f64()
+        .unwrap();
+    assert!(sirt8 < 0.8 * e8, "K=8: SIRT {sirt8}, FBP {e8}");
+    tonno(
+        dir.path(),
+        &[
+            "radon",
+            "--input",
+            input,
+            "--out",
+            "bad.nii.gz",
+            "--reconstruction",
+            "sirt",
+            "--iterations",
+            "0",
+        ],
+    )
+    .fails_with(&["SIRT iterations"]);
     // Same grid and affine as the input.
     let a = tonno(dir.path(), &["info", input, "--json"]).json();
     let b = tonno(dir.path(), &["info", "r.nii.gz", "--json"]).json();

@@ -13,6 +13,12 @@
 //!   stack `(K, S, P, P)` resampled trilinearly at `(t, a, b)(x)` and summed
 //!   ([`backproject_stack`]).
 //!
+//! - Algebraic reconstruction: SIRT with the same projector pair, for
+//!   profiles too noisy or too few for the second derivative ([`sirt`]).
+//! - Profiles of a network's outputs carry its bias at both ends;
+//!   [`Sinogram::without_end_trend`] removes the line through them, which the
+//!   second derivative of filtered backprojection does implicitly.
+//!
 //! Units: offsets and distances in mm, plane integrals in (volume unit) x mm^2.
 
 use std::f64::consts::PI;
@@ -56,6 +62,25 @@ impl Sinogram {
     pub fn profile(&self, k: usize) -> &[f32] {
         let s = self.geometry.slices;
         &self.values[k * s..(k + 1) * s]
+    }
+
+    /// Each profile minus the straight line through its first and last
+    /// values: the level an encoder gives slices that cut nothing, which
+    /// plane integrals of a volume (0 at both ends) do not have.
+    pub fn without_end_trend(&self) -> Self {
+        let s = self.geometry.slices;
+        let mut values = self.values.clone();
+        for profile in values.chunks_mut(s) {
+            let (first, last) = (profile[0], profile[s - 1]);
+            let span = (s.max(2) - 1) as f32;
+            for (j, v) in profile.iter_mut().enumerate() {
+                *v -= first + (last - first) * j as f32 / span;
+            }
+        }
+        Self {
+            geometry: self.geometry.clone(),
+            values,
+        }
     }
 }
 
@@ -625,6 +650,34 @@ pub fn reconstruct(sinogram: &Sinogram, filter: &Filter, grid: &Grid) -> Result<
     ))
 }
 
+/// How profiles become a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reconstruction {
+    /// Filtered backprojection: the filter's second derivative, then
+    /// [`backproject`] ([`reconstruct`]).
+    #[default]
+    Fbp,
+    /// SIRT ([`sirt`]) of the profiles less their end trend
+    /// ([`Sinogram::without_end_trend`]); the filter is not used.
+    Sirt(Sirt),
+}
+
+/// [`reconstruct`] or [`sirt`], as `how` says.
+pub fn reconstruct_as(
+    sinogram: &Sinogram,
+    filter: &Filter,
+    how: &Reconstruction,
+    grid: &Grid,
+) -> Result<Vec<f32>> {
+    match how {
+        Reconstruction::Fbp => reconstruct(sinogram, filter, grid),
+        Reconstruction::Sirt(options) => {
+            Ok(sirt(&sinogram.without_end_trend(), grid, options)?.values)
+        }
+    }
+}
+
 /// A volume reconstructed from its own plane integrals: the forward
 /// transform with slices, then the inverse onto the volume's grid.
 pub fn reconstruct_volume(
@@ -744,6 +797,9 @@ pub fn filter_stack(
     }
     Ok(out)
 }
+
+mod sirt;
+pub use sirt::{Sirt, SirtOutcome, sirt};
 
 #[cfg(test)]
 mod tests;

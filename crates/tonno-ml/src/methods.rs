@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use tonno_core::affine::{Vec3, cross};
 use tonno_core::geometry::{Ball, Frame, Plane, TomoGeometry, extract_stack};
 use tonno_core::radon::{
-    Filter, Sinogram, Stack, backproject_stack, filter_stack, inverse_scale, reconstruct,
+    Filter, Reconstruction, Sinogram, Stack, backproject_stack, filter_stack, inverse_scale,
+    reconstruct_as,
 };
 use tonno_core::sampler::PreparedVolume;
 use tonno_core::volume::Volume;
@@ -167,6 +168,9 @@ pub struct SegmentConfig {
     /// Pixels per slice side; must be the encoder's training size.
     pub pixels: usize,
     pub filter: Filter,
+    /// ToNNO's reconstruction (the tomographic CAMs always backproject).
+    #[serde(default)]
+    pub reconstruction: Reconstruction,
     pub profile: ProfileValue,
     /// Ball centre (world mm) and radius (mm); default: the model's ball fit.
     pub center_mm: Option<Vec3>,
@@ -185,6 +189,7 @@ impl Default for SegmentConfig {
             slices: 64,
             pixels: 64,
             filter: Filter::default(),
+            reconstruction: Reconstruction::Fbp,
             profile: ProfileValue::Logit,
             center_mm: None,
             radius_mm: None,
@@ -437,7 +442,7 @@ fn tomographic_methods(
     let t = Instant::now();
     if methods.contains(&Method::Tonno) {
         let sino = Sinogram::new(geometry.clone(), sinogram)?;
-        let h = reconstruct(&sino, &config.filter, &grid)?;
+        let h = reconstruct_as(&sino, &config.filter, &config.reconstruction, &grid)?;
         out.push(Heatmap {
             method: Method::Tonno,
             volume: prepared.volume.same_grid(h)?,

@@ -91,6 +91,8 @@ struct Prepared {
     test: Vec<PreparedVolume>,
     record: DataRecord,
     channels: usize,
+    /// The subjects held out for validation, when the labels name subjects.
+    val_subjects: Option<Vec<String>>,
 }
 
 fn labels_name(l: &LabelSource) -> String {
@@ -246,7 +248,19 @@ fn prepare(
             val_cases: val.iter().map(|c| c.name.clone()).collect(),
         },
         channels,
+        val_subjects: held_out_subjects(&val),
     })
+}
+
+/// The sorted subjects of `val` when every case names one.
+fn held_out_subjects(val: &[&Case]) -> Option<Vec<String>> {
+    let mut subjects = val
+        .iter()
+        .map(|c| c.subject.clone())
+        .collect::<Option<Vec<String>>>()?;
+    subjects.sort_unstable();
+    subjects.dedup();
+    Some(subjects)
 }
 
 /// The split a resumed run was trained on, from the same labels.
@@ -416,13 +430,18 @@ pub fn train(
         None => {
             t.dir.write_config(&t.run_config)?;
             t.dir.log_line(&format!(
-                "training {} on {} ({} train / {} val volumes, {} channel(s)), seed {}",
+                "training {} on {} ({} train / {} val volumes, {} channel(s)), seed {}{}",
                 t.config.encoder,
                 data.root.display(),
                 prepared.train.len(),
                 prepared.val.len(),
                 prepared.channels,
-                t.config.seed
+                t.config.seed,
+                prepared
+                    .val_subjects
+                    .as_ref()
+                    .map(|s| format!("; validation subjects {}", s.join(", ")))
+                    .unwrap_or_default()
             ))?;
         }
     }
@@ -1091,6 +1110,9 @@ mod tests {
             assert_eq!(train.len() + val.len(), 24);
             // 6 subjects of 4 cases, a quarter (6 cases) wanted: 2 subjects.
             assert_eq!(val.len(), 8);
+            let held = held_out_subjects(&val).unwrap();
+            assert_eq!(held.len(), 2, "seed {seed}: {held:?}");
+            assert!(held.windows(2).all(|w| w[0] < w[1]));
             for v in &val {
                 assert!(
                     train.iter().all(|t| t.subject != v.subject),
@@ -1108,6 +1130,7 @@ mod tests {
         let refs: Vec<&Case> = plain.iter().collect();
         let (_, val) = split_cases(&refs, 0.25, 0, Path::new("d")).unwrap();
         assert_eq!(val.iter().filter(|c| c.label == Some(true)).count(), 3);
+        assert_eq!(held_out_subjects(&val), None);
     }
 
     #[test]

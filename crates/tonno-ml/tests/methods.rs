@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use tonno_core::affine::{Affine, Vec3};
 use tonno_core::geometry::{Ball, TomoGeometry};
-use tonno_core::radon::{Filter, Padding, reconstruct_volume};
+use tonno_core::radon::{
+    Filter, Padding, Reconstruction, Sirt, plane_integrals, reconstruct_volume, sirt,
+};
 use tonno_core::sampler::PreparedVolume;
 use tonno_core::volume::Volume;
 use tonno_ml::methods::{Method, SegmentConfig, SliceModel, segment};
@@ -70,6 +72,36 @@ fn sum_encoder_tonno_equals_the_radon_reconstruction() {
         largest > 1e-3 * a.1,
         "rotating the frames changed nothing ({largest})"
     );
+}
+
+#[test]
+fn sum_encoder_tonno_with_sirt_equals_sirt_of_the_plane_integrals() {
+    let v = blob(
+        [20, 18, 22],
+        Affine::from_diagonal([1.5, 1.2, 1.0], [0.0; 3]),
+        [14.0, 10.0, 11.0],
+        5.0,
+    );
+    let options = Sirt {
+        iterations: 20,
+        ..Sirt::default()
+    };
+    let config = SegmentConfig {
+        directions: 16,
+        slices: 40,
+        pixels: 40,
+        reconstruction: Reconstruction::Sirt(options),
+        ..SegmentConfig::default()
+    };
+    let (maps, _) = segment(&prepared(&v), &SliceModel::Sum, &[Method::Tonno], &config).unwrap();
+    let g = Arc::new(TomoGeometry::fibonacci(Ball::covering(&v), 16, 40, 40, 0.0).unwrap());
+    let sino = plane_integrals(&v, 0, &g).without_end_trend();
+    let want = sirt(&sino, &v.grid(), &options).unwrap().values;
+    let scale = want.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+    assert!(scale > 0.0);
+    for (a, b) in maps[0].volume.data().iter().zip(&want) {
+        assert!((a - b).abs() < 1e-4 * scale, "{a} vs {b}");
+    }
 }
 
 #[test]

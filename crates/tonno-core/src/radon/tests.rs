@@ -642,3 +642,107 @@ fn a_misspelt_simd_kernel_is_refused_by_name() {
         RowKernel::available()[0].name()
     );
 }
+
+#[test]
+fn sirt_reconstructs_a_ball_and_its_residual_falls_every_iteration() {
+    // The ball of docs/METHOD.md section 2, from its own plane integrals.
+    let r = 10.0;
+    let c = [15.5, 15.5, 15.5];
+    let v = ball_volume([32, 32, 32], Affine::identity(), c, r);
+    let g = geometry(&v, 32, 48, 48);
+    let sino = plane_integrals(&v, 0, &g);
+    let out = sirt(&sino, &v.grid(), &Sirt::default()).unwrap();
+    let e = ball_errors(&v, &out.values, c, 0.8 * r, 1.2 * r);
+    assert!(
+        (e.mean_inside - 1.0).abs() < 0.02,
+        "mean inside {}",
+        e.mean_inside
+    );
+    assert!(e.mae_outside < 0.02, "MAE outside {}", e.mae_outside);
+    assert_eq!(out.residuals.len(), Sirt::default().iterations + 1);
+    for (i, w) in out.residuals.windows(2).enumerate() {
+        assert!(w[1] < w[0], "iteration {i}: residual {} -> {}", w[0], w[1]);
+    }
+    assert!(*out.residuals.last().unwrap() < 0.05, "{:?}", out.residuals);
+    assert!(out.values.iter().all(|&x| x >= 0.0));
+}
+
+#[test]
+fn sirt_with_few_directions_beats_filtered_backprojection() {
+    // Eight directions: too few for the second derivative's sum over the
+    // sphere, enough for the least-squares solution to find the ball.
+    let r = 10.0;
+    let c = [15.5, 15.5, 15.5];
+    let v = ball_volume([32, 32, 32], Affine::identity(), c, r);
+    let g = geometry(&v, 8, 48, 48);
+    let sino = plane_integrals(&v, 0, &g);
+    let fbp = reconstruct(&sino, &Filter::default(), &v.grid()).unwrap();
+    let alg = sirt(&sino, &v.grid(), &Sirt::default()).unwrap().values;
+    let total = |rec: &[f32]| {
+        let e = ball_errors(&v, rec, c, 0.8 * r, 1.2 * r);
+        e.mae_inside + e.mae_outside
+    };
+    assert!(
+        total(&alg) < 0.5 * total(&fbp),
+        "SIRT {} vs FBP {}",
+        total(&alg),
+        total(&fbp)
+    );
+}
+
+#[test]
+fn sirt_of_an_encoders_bias_is_zero_once_the_end_trend_is_removed() {
+    // A profile with no structure, only a bias and a tilt (what slices that
+    // cut no region give a network): the line through the ends is all of it.
+    let v = ball_volume([24, 24, 24], Affine::identity(), [11.5, 11.5, 11.5], 6.0);
+    let g = geometry(&v, 12, 32, 32);
+    let s = g.slices;
+    let values: Vec<f32> = (0..g.directions() * s)
+        .map(|q| 2.5 + 0.1 * (q % s) as f32 + 0.01 * (q / s) as f32)
+        .collect();
+    let flat = Sinogram::new(g.clone(), values)
+        .unwrap()
+        .without_end_trend();
+    assert!(
+        flat.values.iter().all(|x| x.abs() < 1e-4),
+        "{:?}",
+        &flat.values[..s]
+    );
+    let out = sirt(&flat, &v.grid(), &Sirt::default()).unwrap();
+    assert!(out.values.iter().all(|x| x.abs() < 1e-4));
+    // Plane integrals of a volume already end at 0: nothing changes.
+    let sino = plane_integrals(&v, 0, &g);
+    for (a, b) in sino.values.iter().zip(&sino.without_end_trend().values) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn sirt_refuses_bad_options_and_non_finite_profiles() {
+    let v = ball_volume([16, 16, 16], Affine::identity(), [7.5, 7.5, 7.5], 4.0);
+    let g = geometry(&v, 4, 16, 16);
+    let sino = plane_integrals(&v, 0, &g);
+    for bad in [
+        Sirt {
+            iterations: 0,
+            ..Sirt::default()
+        },
+        Sirt {
+            relaxation: 1.5,
+            ..Sirt::default()
+        },
+        Sirt {
+            relaxation: f64::NAN,
+            ..Sirt::default()
+        },
+    ] {
+        let err = sirt(&sino, &v.grid(), &bad).unwrap_err().to_string();
+        assert!(err.contains("SIRT"), "{err}");
+    }
+    let mut nan = sino.clone();
+    nan.values[3] = f32::NAN;
+    let err = sirt(&nan, &v.grid(), &Sirt::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("finite"), "{err}");
+}
