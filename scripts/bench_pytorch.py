@@ -3,7 +3,7 @@
 one logit), the same batch sizes and slice sizes, on the CPU threads.
 
     python3 -m venv .venv && .venv/bin/pip install torch torchvision
-    .venv/bin/python scripts/bench_pytorch.py [--steps 5] [--threads 2] [--encoders cnn] [--cnn-width 8]
+    .venv/bin/python scripts/bench_pytorch.py [--steps 5] [--threads 2] [--encoders cnn] [--cnn-width 8] [--device cuda]
 
 Prints JSON shaped like `tonno bench encoder`.
 """
@@ -38,27 +38,34 @@ def resnet(depth):
     return m
 
 
-def bench(name, model, p, batch, infer_batch, steps):
+def bench(name, model, p, batch, infer_batch, steps, device):
+    # GPU kernels run asynchronously: the clock stops after the device is done.
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = nn.BCEWithLogitsLoss()
-    x = torch.randn(batch, 1, p, p)
-    y = (torch.arange(batch) % 2).float().unsqueeze(1)
+    x = torch.randn(batch, 1, p, p, device=device)
+    y = (torch.arange(batch, device=device) % 2).float().unsqueeze(1)
     model.train()
     for s in range(steps + 1):
         if s == 1:
+            sync()
             t0 = time.perf_counter()
         opt.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+    sync()
     train = steps * batch / (time.perf_counter() - t0)
     model.eval()
-    xi = torch.randn(infer_batch, 1, p, p)
+    xi = torch.randn(infer_batch, 1, p, p, device=device)
     with torch.no_grad():
         model(xi)
+        sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             model(xi)
+        sync()
     infer = steps * infer_batch / (time.perf_counter() - t0)
     return {"encoder": name, "slice_size": p, "train_batch": batch, "train_slices_per_s": train,
             "infer_batch": infer_batch, "infer_slices_per_s": infer,
@@ -73,7 +80,9 @@ def main():
     ap.add_argument("--infer-batch", type=int, default=128)
     ap.add_argument("--encoders", default="cnn,resnet18,resnet34")
     ap.add_argument("--cnn-width", type=int, default=8, help="tonno's default is 8")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     a = ap.parse_args()
+    device = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     nets = {
@@ -84,8 +93,8 @@ def main():
     rows = []
     for name in a.encoders.split(","):
         model, p = nets[name]()
-        rows.append(bench(name, model, p, a.batch, a.infer_batch, a.steps))
-    print(json.dumps({"bench": "encoder", "framework": f"pytorch {torch.__version__}",
+        rows.append(bench(name, model, p, a.batch, a.infer_batch, a.steps, device))
+    print(json.dumps({"bench": "encoder", "framework": f"pytorch {torch.__version__}", "device": str(device),
                       "threads": torch.get_num_threads(), "encoders": rows}, indent=2))
 
 

@@ -50,7 +50,7 @@ pub struct SegmentArgs {
     /// Slices per forward pass (default: 128 on the CPU, 1024 on a GPU).
     #[arg(long)]
     batch: Option<usize>,
-    /// cpu, vulkan or cuda.
+    /// cpu, torch, torch-cuda[:N], vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: tonno_ml::device::DeviceChoice,
 }
@@ -72,7 +72,7 @@ pub struct EncoderArgs {
     /// Slice size (default: each encoder's own).
     #[arg(long)]
     slice_size: Option<usize>,
-    /// cpu, vulkan or cuda.
+    /// cpu, torch, torch-cuda[:N], vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: tonno_ml::device::DeviceChoice,
     /// Also run each encoder on the CPU with the same weights and report how

@@ -38,7 +38,7 @@ pub struct Args {
     /// Seed of the data, the split and the training.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu, vulkan or cuda.
+    /// cpu, torch, torch-cuda[:N], vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
     /// Replace an earlier demo in --out.

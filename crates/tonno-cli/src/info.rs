@@ -1,4 +1,5 @@
-//! `tonno info FILE`: what a user needs to know about an image before running on it.
+//! `tonno info FILE`: what a user needs to know about an image before running
+//! on it; `tonno info --devices`: which devices this build can run networks on.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +11,52 @@ use tonno_core::io::{Format, read_image};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Image file (.nii, .nii.gz, .nrrd, .nhdr).
-    file: PathBuf,
+    #[arg(required_unless_present = "devices")]
+    file: Option<PathBuf>,
+    /// List the devices (`--device` values) this build has and whether each works here.
+    #[arg(long, conflicts_with = "file")]
+    devices: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceInfo {
+    device: String,
+    built: bool,
+    usable: bool,
+    /// Why it cannot be used, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+fn devices(json: bool) -> anyhow::Result<ExitCode> {
+    use tonno_ml::device::DeviceChoice;
+    let rows: Vec<DeviceInfo> = DeviceChoice::ALL
+        .iter()
+        .map(|&d| {
+            let opened = d.open();
+            DeviceInfo {
+                device: d.to_string(),
+                built: d.compiled_in(),
+                usable: opened.is_ok(),
+                reason: opened.err().map(|e| e.to_string()),
+            }
+        })
+        .collect();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in &rows {
+            let state = match &r.reason {
+                None => "usable".to_string(),
+                Some(why) => format!("not usable: {why}"),
+            };
+            outln!("{:<13} {state}", r.device);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Serialize)]
@@ -37,12 +80,15 @@ struct Info {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let img = read_image(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let Some(file) = args.file else {
+        return devices(args.json);
+    };
+    let img = read_image(&file).with_context(|| format!("reading {}", file.display()))?;
     let v = &img.volume;
     let (lo, hi) = v.intensity_range();
     let mean = v.data().iter().map(|&x| x as f64).sum::<f64>() / v.data().len() as f64;
     let info = Info {
-        path: args.file.clone(),
+        path: file.clone(),
         format: img.info.format,
         shape: v.shape(),
         channels: v.channels(),

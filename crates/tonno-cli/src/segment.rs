@@ -65,7 +65,7 @@ pub struct Args {
     /// to its lowest value outside the scan's foreground, holes filled).
     #[arg(long)]
     no_body_mask: bool,
-    /// cpu, vulkan or cuda.
+    /// cpu, torch, torch-cuda[:N], vulkan or cuda.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
     /// Slices per forward pass (default: 128 on CPU, 1024 on a GPU).

@@ -56,7 +56,7 @@ pub struct Args {
     /// Seed of the split, the initial weights and every batch.
     #[arg(long)]
     seed: Option<u64>,
-    /// cpu, vulkan or cuda.
+    /// cpu, torch, torch-cuda[:N], vulkan or cuda.
     #[arg(long)]
     device: Option<DeviceChoice>,
     /// TOML file with any training setting; flags override it.

@@ -525,3 +525,55 @@ fn a_reader_that_goes_away_stops_tonno_quietly_and_a_misspelt_simd_kernel_is_ref
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("TONNO_SIMD") && err.contains("avx3"), "{err}");
 }
+
+#[test]
+fn info_lists_the_devices_and_torch_runs_from_the_binary_when_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = tonno(dir.path(), &["info", "--devices", "--json"]).json();
+    let row = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["device"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {rows}"))
+            .clone()
+    };
+    assert_eq!(row("cpu")["usable"], true);
+    let torch = row("torch");
+    assert_eq!(torch["built"], cfg!(feature = "torch"), "{torch}");
+    let bench = [
+        "bench",
+        "encoder",
+        "--device",
+        "torch",
+        "--compare-cpu",
+        "--encoders",
+        "cnn",
+        "--steps",
+        "1",
+        "--batch",
+        "16",
+        "--infer-batch",
+        "8",
+        "--slice-size",
+        "32",
+    ];
+    if cfg!(feature = "torch") {
+        // The rpath finds libtorch: the test environment sets no library path.
+        assert_eq!(torch["usable"], true, "{torch}");
+        let report = tonno(dir.path(), &bench).json();
+        let check = &report["encoders"][0]["check_against_cpu"];
+        let diff = check["max_abs_logit_diff"].as_f64().unwrap();
+        assert!(diff < 1e-4, "{check}");
+        assert!(
+            report["encoders"][0]["train_slices_per_s"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
+    } else {
+        assert_eq!(torch["usable"], false);
+        tonno(dir.path(), &bench).fails_with(&["torch", "--features torch"]);
+    }
+    tonno(dir.path(), &["info"]).fails_with(&["FILE"]);
+}
