@@ -29,7 +29,7 @@ pub enum DeviceChoice {
 }
 
 /// Every device name `--device` accepts, for help texts and errors.
-pub const DEVICE_NAMES: &str = "cpu, torch, torch-cuda[:N], vulkan or cuda";
+const DEVICE_NAMES: &str = "cpu, torch, torch-cuda[:N], vulkan or cuda";
 
 impl TryFrom<String> for DeviceChoice {
     type Error = Error;
@@ -91,10 +91,7 @@ impl DeviceChoice {
     /// GPU needs large batches to be busy; on the CPU a moderate one keeps
     /// the activations' memory low.
     pub fn default_inference_batch(self) -> usize {
-        match self {
-            Self::Cpu | Self::Torch => 128,
-            Self::TorchCuda(_) | Self::Vulkan | Self::Cuda => 1024,
-        }
+        if self.is_gpu() { 1024 } else { 128 }
     }
 
     /// Whether this build has the backend.

@@ -4,20 +4,20 @@
 //! voxel within a tolerance. Without the feature this file holds no tests.
 #![cfg(feature = "torch")]
 
-use std::path::Path;
+mod common;
 
 use burn::module::Module;
 use burn::tensor::Device;
+use common::{dataset, small_config};
 use tonno_core::geometry::Ball;
-use tonno_core::io::dataset::LabelSource;
 use tonno_core::sampler::PreparedVolume;
-use tonno_core::synth::{SynthConfig, generate_case, write_dataset};
+use tonno_core::synth::{SynthConfig, generate_case};
 use tonno_ml::bench::compare_with_cpu;
-use tonno_ml::config::{Objective, TrainConfig};
+use tonno_ml::config::TrainConfig;
 use tonno_ml::device::DeviceChoice;
 use tonno_ml::encoder::{EncoderConfig, EncoderKind};
 use tonno_ml::methods::{Method, SegmentConfig, SliceModel, segment};
-use tonno_ml::train::{DataSpec, RunMode, Silent, train};
+use tonno_ml::train::{RunMode, Silent, train};
 
 #[test]
 fn torch_encoders_match_flex_before_and_after_a_training_step() {
@@ -39,39 +39,14 @@ fn torch_encoders_match_flex_before_and_after_a_training_step() {
 #[test]
 fn training_on_torch_learns_the_synthetic_lesions() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let synth = SynthConfig {
-        size: 24,
-        cases: 24,
-        seed: 1,
-        test_fraction: 0.0,
-        contrast: (0.5, 0.8),
-        ..SynthConfig::default()
-    };
-    write_dataset(&data, &synth, false, &|_, _| {}).unwrap();
+    let data = dataset(&tmp.path().join("data"), 24, (0.5, 0.8));
     // The flex training test's settings, on LibTorch.
-    let mut config = TrainConfig {
-        encoder: EncoderKind::Cnn,
-        cnn_width: 8,
-        epochs: 6,
-        steps_per_epoch: 15,
-        batch_size: 32,
-        warmup_steps: 10,
-        lr: 3e-3,
-        val_directions: 6,
-        val_slices: 8,
-        seed: 3,
+    let config = TrainConfig {
         device: DeviceChoice::Torch,
-        ..TrainConfig::default()
-    };
-    config.sampling.slice_size = 32;
-    config.objective = Objective::Mil { bag: 8, r: 4.0 };
-    let spec = DataSpec {
-        root: data,
-        labels: LabelSource::Default,
+        ..small_config()
     };
     let out = train(
-        &spec,
+        &data,
         &tmp.path().join("run"),
         config,
         RunMode::New,
@@ -83,7 +58,7 @@ fn training_on_torch_learns_the_synthetic_lesions() {
         "best validation AUROC on torch {}",
         out.best_score
     );
-    assert!(Path::new(&tmp.path().join("run/model.bpk")).exists());
+    assert!(tmp.path().join("run/model.bpk").exists());
 }
 
 #[test]

@@ -1,49 +1,14 @@
 //! Training on tiny synthetic datasets: it learns, it is reproducible, and
 //! it refuses data it cannot train on.
 
+mod common;
+
 use std::path::Path;
 
+use common::{dataset, small_config};
 use tonno_core::io::dataset::LabelSource;
-use tonno_core::synth::{SynthConfig, write_dataset};
-use tonno_ml::config::{Objective, TrainConfig};
-use tonno_ml::encoder::EncoderKind;
 use tonno_ml::run::EpochMetrics;
 use tonno_ml::train::{DataSpec, RunMode, Silent, train};
-
-fn dataset(dir: &Path, cases: usize, contrast: (f64, f64)) -> DataSpec {
-    let cfg = SynthConfig {
-        size: 24,
-        cases,
-        seed: 1,
-        test_fraction: 0.0,
-        contrast,
-        ..SynthConfig::default()
-    };
-    write_dataset(dir, &cfg, false, &|_, _| {}).unwrap();
-    DataSpec {
-        root: dir.to_path_buf(),
-        labels: LabelSource::Default,
-    }
-}
-
-fn small_config() -> TrainConfig {
-    let mut c = TrainConfig {
-        encoder: EncoderKind::Cnn,
-        cnn_width: 8,
-        epochs: 6,
-        steps_per_epoch: 15,
-        batch_size: 32,
-        warmup_steps: 10,
-        lr: 3e-3,
-        val_directions: 6,
-        val_slices: 8,
-        seed: 3,
-        ..TrainConfig::default()
-    };
-    c.sampling.slice_size = 32;
-    c.objective = Objective::Mil { bag: 8, r: 4.0 };
-    c
-}
 
 fn metrics(run: &Path) -> Vec<EpochMetrics> {
     serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
