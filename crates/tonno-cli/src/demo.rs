@@ -351,6 +351,7 @@ impl Segmenter<'_> {
             decision: None,
             gate: false,
             body_mask: true,
+            series: None,
         };
         let cfg = SegmentConfig {
             directions,

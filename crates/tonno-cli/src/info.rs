@@ -6,13 +6,19 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde::Serialize;
-use tonno_core::io::{Format, read_image};
+use tonno_core::io::dicom::DicomInfo;
+use tonno_core::io::{Format, read_image_series};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Image file (.nii, .nii.gz, .nrrd, .nhdr).
+    /// Image file (.nii, .nii.gz, .nrrd, .nhdr, an Enhanced DICOM .dcm), or a
+    /// folder holding a DICOM series.
     #[arg(required_unless_present = "devices")]
     file: Option<PathBuf>,
+    /// The DICOM series (SeriesInstanceUID) to read when the folder holds
+    /// several (without it, they are listed).
+    #[arg(long, requires = "file")]
+    series: Option<String>,
     /// List the devices (`--device` values) this build has and whether each works here.
     #[arg(long, conflicts_with = "file")]
     devices: bool,
@@ -77,13 +83,16 @@ struct Info {
     qform_code: Option<i16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sform_code: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dicom: Option<DicomInfo>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(file) = args.file else {
         return devices(args.json);
     };
-    let img = read_image(&file).with_context(|| format!("reading {}", file.display()))?;
+    let img = read_image_series(&file, args.series.as_deref())
+        .with_context(|| format!("reading {}", file.display()))?;
     let v = &img.volume;
     let (lo, hi) = v.intensity_range();
     let mean = v.data().iter().map(|&x| x as f64).sum::<f64>() / v.data().len() as f64;
@@ -101,6 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         intensity_mean: mean,
         qform_code: img.info.nifti_header.as_ref().map(|h| h.qform_code),
         sform_code: img.info.nifti_header.as_ref().map(|h| h.sform_code),
+        dicom: img.info.dicom.as_deref().cloned(),
     };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&info)?);
@@ -120,6 +130,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         outln!("orientation  {}", info.orientation);
         if let (Some(q), Some(s)) = (info.qform_code, info.sform_code) {
             outln!("xform codes  qform {q}, sform {s}");
+        }
+        if let Some(d) = &info.dicom {
+            outln!(
+                "series       {} ({} {:?})",
+                d.series_uid,
+                d.modality,
+                d.series_description
+            );
+            let kind = if d.multi_frame {
+                "multi-frame"
+            } else {
+                "single-frame"
+            };
+            outln!(
+                "dicom files  {} {kind}, {} slices, {:.4} mm apart",
+                d.files,
+                d.slices,
+                d.slice_step_mm
+            );
+            outln!("syntax       {}", d.transfer_syntax);
+            outln!(
+                "rescale      slope {}, intercept {} (values are modality values)",
+                d.rescale[0],
+                d.rescale[1]
+            );
+            if d.gantry_tilt_deg > 0.0 {
+                outln!(
+                    "gantry tilt  {:.3} degrees, kept exactly as a sheared affine (NIfTI outputs hold it in the sform)",
+                    d.gantry_tilt_deg
+                );
+            }
         }
         outln!("intensity    min {lo}, max {hi}, mean {mean:.4}");
         outln!("affine (voxel -> RAS mm)");

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use tonno_core::io::{DataType, read_image, write_image};
+use tonno_core::io::{DataType, read_image_series, write_image};
 use tonno_core::radon::{Padding, plane_integrals, reconstruct_as};
 
 use crate::progress;
@@ -14,9 +14,13 @@ use crate::tomo_args::TomoArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Input image (.nii, .nii.gz, .nrrd, .nhdr).
+    /// Input image (.nii, .nii.gz, .nrrd, .nhdr, an Enhanced DICOM .dcm, or a
+    /// folder holding a DICOM series).
     #[arg(long)]
     input: PathBuf,
+    /// The DICOM series (SeriesInstanceUID) to read when the folder holds several.
+    #[arg(long)]
+    series: Option<String>,
     /// Output image (.nii.gz, .nii or .nrrd), float32 on the input's grid.
     #[arg(long)]
     out: PathBuf,
@@ -34,8 +38,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let img =
-        read_image(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let img = read_image_series(&args.input, args.series.as_deref())
+        .with_context(|| format!("reading {}", args.input.display()))?;
     let v = &img.volume;
     anyhow::ensure!(
         args.channel < v.channels(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tonno_core::io::{list_images, read_image};
+use tonno_core::io::{dicom, list_images, read_image_series};
 use tonno_core::normalize::Normalization;
 use tonno_core::radon::Padding;
 use tonno_core::sampler::{BallFit, SamplingConfig};
@@ -32,9 +32,14 @@ pub struct Args {
     /// Use a built-in encoder instead of a trained one.
     #[arg(long, value_enum, conflicts_with = "model")]
     encoder: Option<EncoderArg>,
-    /// An image, or a folder of images.
+    /// An image (NIfTI, NRRD, an Enhanced DICOM file, or a folder holding a
+    /// DICOM series), or a folder of images (DICOM series as sub-folders).
     #[arg(long)]
     input: PathBuf,
+    /// The DICOM series (SeriesInstanceUID) to read when the input folder
+    /// holds several.
+    #[arg(long)]
+    series: Option<String>,
     /// Output folder: CASE_METHOD.nii.gz heatmaps (and CASE_METHOD_mask.nii.gz).
     #[arg(long)]
     out: PathBuf,
@@ -104,10 +109,15 @@ pub enum ProfileArg {
     Probability,
 }
 
-fn inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if input.is_file() {
+fn inputs(input: &Path, series: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
+    if input.is_file() || dicom::is_series_dir(input) {
         return Ok(vec![input.to_path_buf()]);
     }
+    anyhow::ensure!(
+        series.is_none(),
+        "{}: --series chooses among the series of one DICOM folder, and this is not one",
+        input.display()
+    );
     anyhow::ensure!(
         input.is_dir(),
         "{}: no such file or folder",
@@ -123,7 +133,7 @@ fn inputs(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let files = list_images(input)?;
     anyhow::ensure!(
         !files.is_empty(),
-        "{}: no images (.nii, .nii.gz, .nrrd, .nhdr)",
+        "{}: no images (.nii, .nii.gz, .nrrd, .nhdr, .dcm, or folders holding DICOM series)",
         input.display()
     );
     Ok(files)
@@ -149,7 +159,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let methods = parse_methods(&a.methods)?;
-    let files = inputs(&a.input)?;
+    let files = inputs(&a.input, a.series.as_deref())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let device = a.device.open()?;
     let trained = match &a.model {
@@ -192,6 +202,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             gate: !a.no_gate,
             // The sum encoder checks the transform itself: nothing is masked.
             body_mask: !a.no_body_mask && !sum,
+            series: a.series.as_deref(),
         };
         match config.and_then(|c| Ok(segment_file(file, &a.out, &job, &c)?)) {
             Ok(r) => results.push(r),
@@ -340,7 +351,8 @@ fn segment_config(
 ) -> anyhow::Result<SegmentConfig> {
     let (slices, pixels) = if sum {
         // The geometry follows the volume, as `tonno radon` does.
-        let img = read_image(file).with_context(|| format!("reading {}", file.display()))?;
+        let img = read_image_series(file, a.series.as_deref())
+            .with_context(|| format!("reading {}", file.display()))?;
         let g = a.tomo.geometry(&img.volume)?;
         (g.slices, g.pixels)
     } else {

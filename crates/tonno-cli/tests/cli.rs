@@ -154,7 +154,9 @@ fn bad_inputs_exit_non_zero_with_the_file_and_the_problem() {
     std::fs::write(dir.path().join("cut.nii.gz"), &gz[..gz.len() - 30]).unwrap();
     tonno(dir.path(), &["info", "cut.nii.gz"]).fails_with(&["cut.nii.gz", "truncated"]);
     std::fs::write(dir.path().join("scan.dcm"), b"DICM").unwrap();
-    tonno(dir.path(), &["info", "scan.dcm"]).fails_with(&["scan.dcm", "unknown image format"]);
+    tonno(dir.path(), &["info", "scan.dcm"]).fails_with(&["scan.dcm", "not a readable DICOM file"]);
+    std::fs::write(dir.path().join("scan.mha"), b"ObjectType = Image").unwrap();
+    tonno(dir.path(), &["info", "scan.mha"]).fails_with(&["scan.mha", "unknown image format"]);
     let r = tonno(dir.path(), &["info", "cut.nii.gz"]);
     assert_eq!(r.out.status.code(), Some(2));
     tonno(dir.path(), &["synth", "--out", "x", "--cases", "0"]).fails_with(&["cases"]);

@@ -47,7 +47,7 @@ pub enum Error {
         channel: usize,
     },
     /// The file name's extension is not a format tonno reads or writes.
-    #[error("{}: unknown image format (expected .nii, .nii.gz, .nrrd or .nhdr)", path.display())]
+    #[error("{}: unknown image format (expected .nii, .nii.gz, .nrrd, .nhdr, .dcm or a folder holding a DICOM series)", path.display())]
     UnknownFormat { path: PathBuf },
     /// An output exists and overwriting was not asked for.
     #[error("{} already exists; refusing to overwrite it (pass --force to replace it)", path.display())]

@@ -1,6 +1,7 @@
 //! Fuzzing every reader of tonno-core with structure-aware mutants of valid
 //! files (see `tonno_core::fuzz`): NIfTI (.nii, .nii.gz), NRRD (attached
-//! raw, gzip and ascii, detached .nhdr with its data file), labels CSV and
+//! raw, gzip and ascii, detached .nhdr with its data file), DICOM (an
+//! Enhanced multi-frame file, a series folder), labels CSV and
 //! dataset.json. No input may panic, hang, allocate more than 256 MiB in
 //! one block or fail with an error that names no file.
 //!
@@ -15,9 +16,10 @@ use std::path::Path;
 
 use tonno_core::affine::Affine;
 use tonno_core::fuzz::{
-    self, AllocProbe, Config, Kind, NIFTI1_FIELDS, SeedFile, Target, error_chain,
+    self, AllocProbe, Config, Field, FieldType, Kind, NIFTI1_FIELDS, SeedFile, Target, error_chain,
 };
 use tonno_core::io::dataset::{Dataset, LabelSource, read_labels_csv};
+use tonno_core::io::dicom::{SeriesOptions, write_series};
 use tonno_core::io::{DataType, read_image, write_image};
 use tonno_core::volume::Volume;
 
@@ -276,6 +278,92 @@ fn gzipped_nifti_readers_survive_mutants() {
 #[test]
 fn nrrd_readers_survive_mutants() {
     fuzz("nrrd", nrrd_seeds(), image_target);
+}
+
+/// The typed fields of a DICOM file (explicit VR little endian) that
+/// readers trust: the file meta group's length, the image's sizes and bit
+/// depths (`US` values), and the lengths of its sequences and pixel data.
+fn dicom_fields(bytes: &[u8]) -> &'static [Field] {
+    let tag = |g: u16, e: u16| [g.to_le_bytes(), e.to_le_bytes()].concat();
+    let mut fields = Vec::new();
+    let mut at = |g, e, delta, ty| {
+        let t = tag(g, e);
+        let mut from = 132;
+        while let Some(p) = bytes[from..].windows(4).position(|w| w == t) {
+            fields.push(Field {
+                offset: from + p + delta,
+                ty,
+                count: 1,
+            });
+            from += p + 4;
+        }
+    };
+    at(0x0002, 0x0000, 8, FieldType::I32);
+    for e in [0x0002, 0x0010, 0x0011, 0x0100, 0x0101, 0x0102, 0x0103] {
+        // Value of a US element: tag, VR, 2-byte length, value.
+        at(0x0028, e, 8, FieldType::I16);
+        at(0x0028, e, 6, FieldType::I16);
+    }
+    at(0x0028, 0x0008, 8, FieldType::Bytes);
+    // Long-form elements: tag, VR, 2 reserved bytes, 4-byte length.
+    at(0x5200, 0x9229, 8, FieldType::I32);
+    at(0x5200, 0x9230, 8, FieldType::I32);
+    at(0x0020, 0x9113, 8, FieldType::I32);
+    at(0x7fe0, 0x0010, 8, FieldType::I32);
+    at(0x0020, 0x0032, 6, FieldType::I16);
+    at(0x0020, 0x0037, 6, FieldType::I16);
+    Box::leak(fields.into_boxed_slice())
+}
+
+fn dicom_seeds(multi_frame: bool) -> Vec<Vec<SeedFile>> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SeriesOptions {
+        multi_frame,
+        rescale_slope: 0.5,
+        rescale_intercept: -3.0,
+        ..SeriesOptions::default()
+    };
+    // Rows and columns must be orthogonal; the slice axis tilts.
+    let a = Affine::from_columns(
+        [[1.5, 0.0, 0.0], [0.0, 2.0, 0.0], [0.3, 0.0, 2.5]],
+        [-3.0, 4.0, 5.0],
+    );
+    let v = Volume::from_fn([5, 4, 3], a, |i, j, k| ((i + 3 * j + 7 * k) % 17) as f32).unwrap();
+    write_series(dir.path(), &v, &options, false).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let files: Vec<SeedFile> = names
+        .iter()
+        .map(|n| {
+            let bytes = std::fs::read(dir.path().join(n)).unwrap();
+            SeedFile {
+                name: format!("series/{n}"),
+                kind: Kind::Binary {
+                    fields: dicom_fields(&bytes),
+                },
+                bytes,
+            }
+        })
+        .collect();
+    vec![files]
+}
+
+/// A series is read through its folder: the first file's parent.
+fn dicom_series_target(path: &Path) -> Result<(), String> {
+    image_target(path.parent().unwrap())
+}
+
+#[test]
+fn dicom_multi_frame_readers_survive_mutants() {
+    fuzz("dicom-multi-frame", dicom_seeds(true), image_target);
+}
+
+#[test]
+fn dicom_series_readers_survive_mutants() {
+    fuzz("dicom-series", dicom_seeds(false), dicom_series_target);
 }
 
 const CSV_LINES: &[&str] = &[

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tonno_core::eval::auto_threshold;
 use tonno_core::geometry::Ball;
-use tonno_core::io::{DataType, case_name, read_image, write_image};
+use tonno_core::io::{DataType, case_name, read_image_series, write_image};
 use tonno_core::normalize::{BODY_MARGIN_VOXELS, body_mask};
 use tonno_core::sampler::{PreparedVolume, SamplingConfig};
 use tonno_core::volume::Volume;
@@ -68,6 +68,8 @@ pub struct Job<'a> {
     pub gate: bool,
     /// Restrict every heatmap to the body ([`restrict_to_body`]).
     pub body_mask: bool,
+    /// The DICOM series to read when an input folder holds several.
+    pub series: Option<&'a str>,
 }
 
 /// Sets `heatmap` to its lowest value wherever `body` is false: streaks and
@@ -147,7 +149,7 @@ pub fn segment_file(
     let skipped = job.skip_existing && there.len() == expected.len();
     // An incomplete case of an earlier run is redone whole.
     let overwrite = job.force || job.skip_existing;
-    let img = read_image(file)?;
+    let img = read_image_series(file, job.series)?;
     let about = |what: &str, e: &dyn std::fmt::Display| Error::Data {
         path: file.to_path_buf(),
         reason: format!("{what}: {e}"),

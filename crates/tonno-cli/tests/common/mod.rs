@@ -85,16 +85,33 @@ pub fn fixtures() -> PathBuf {
 /// `None` when it is not (and the environment does not require it: CI sets
 /// TONNO_REQUIRE_PYTHON=1, so there a missing nibabel fails the test).
 pub fn python(script: &str, dir: &Path) -> Option<String> {
-    let probe = Command::new("python3")
-        .args(["-c", "import nibabel, nrrd"])
-        .output();
-    let available = probe.map(|o| o.status.success()).unwrap_or(false);
+    python_with("nibabel, nrrd", &[], "nibabel and pynrrd", script, dir)
+}
+
+/// [`python`] with other modules (`imports`, as an import statement lists
+/// them) and command-line tools (each run with `-h`) required.
+pub fn python_with(
+    imports: &str,
+    tools: &[&str],
+    what: &str,
+    script: &str,
+    dir: &Path,
+) -> Option<String> {
+    let runs = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let available = runs("python3", &["-c", &format!("import {imports}")])
+        && tools.iter().all(|t| runs(t, &["-h"]));
     if !available {
         assert!(
             std::env::var_os("TONNO_REQUIRE_PYTHON").is_none(),
-            "TONNO_REQUIRE_PYTHON is set but python3 with nibabel and pynrrd is missing"
+            "TONNO_REQUIRE_PYTHON is set but {what} is missing"
         );
-        eprintln!("skipping the nibabel cross-check: python3 with nibabel and pynrrd not found");
+        eprintln!("skipping a cross-check: {what} not found");
         return None;
     }
     let out = Command::new("python3")

@@ -143,7 +143,7 @@ fn masks_by_case(dir: &Path) -> Result<HashMap<String, PathBuf>> {
 /// Resolves a `./imagesTr/x.nii.gz` style entry of dataset.json.
 fn resolve(root: &Path, json: &Path, entry: &str) -> Result<PathBuf> {
     let p = root.join(entry.trim_start_matches("./"));
-    if p.is_file() {
+    if p.is_file() || super::dicom::is_series_dir(&p) {
         return Ok(p);
     }
     // nnU-Net style channel files (`x_0000.nii.gz`) are not listed by name.

@@ -1,5 +1,6 @@
 //! Reading and writing medical images: NIfTI-1 (`.nii`, `.nii.gz`) and NRRD
-//! (`.nrrd`, `.nhdr`), plus datasets of them.
+//! (`.nrrd`, `.nhdr`) in and out, DICOM in (a folder holding a series, or an
+//! Enhanced multi-frame `.dcm`), plus datasets of them.
 //!
 //! Every reader returns an [`Image`]: a [`Volume`] in RAS+ world millimetres
 //! and what the file said about itself. Every writer writes to a temporary
@@ -8,6 +9,7 @@
 //! file unless asked.
 
 pub mod dataset;
+pub mod dicom;
 pub mod nifti;
 pub mod nrrd;
 
@@ -26,6 +28,8 @@ pub enum Format {
     Nifti,
     /// NRRD, attached (`.nrrd`) or detached header (`.nhdr`).
     Nrrd,
+    /// DICOM, read only: a folder holding one series, or a multi-frame file.
+    Dicom,
 }
 
 /// Voxel types on disk.
@@ -141,6 +145,8 @@ pub struct ImageInfo {
     /// The NIfTI header, kept so that outputs can reuse its geometry fields
     /// exactly (qform, sform, their codes, units).
     pub nifti_header: Option<Box<::nifti::NiftiHeader>>,
+    /// What a DICOM series said about itself (series, modality, tilt, ...).
+    pub dicom: Option<Box<dicom::DicomInfo>>,
 }
 
 /// A volume read from a file, with what the file said about itself.
@@ -152,8 +158,11 @@ pub struct Image {
     pub info: ImageInfo,
 }
 
-/// Guesses the format from the file name.
+/// Guesses the format from the file name; a folder is a DICOM series.
 pub fn format_of(path: &Path) -> Result<Format> {
+    if path.is_dir() {
+        return Ok(Format::Dicom);
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
@@ -162,6 +171,8 @@ pub fn format_of(path: &Path) -> Result<Format> {
         Ok(Format::Nifti)
     } else if name.ends_with(".nrrd") || name.ends_with(".nhdr") {
         Ok(Format::Nrrd)
+    } else if name.ends_with(".dcm") || name.ends_with(".dicom") {
+        Ok(Format::Dicom)
     } else {
         Err(Error::UnknownFormat {
             path: path.to_path_buf(),
@@ -169,10 +180,12 @@ pub fn format_of(path: &Path) -> Result<Format> {
     }
 }
 
-/// The image files of a folder, sorted by name: every file [`read_image`]
-/// would take by its name, except hidden ones (`.tmp-PID-NAME`, the
-/// temporary files of [`write_atomically`], among them). The one lister of
-/// input folders, so that every command sees the same cases.
+/// The images of a folder, sorted by name: every file [`read_image`] would
+/// take by its name and every sub-folder holding a DICOM series, except
+/// hidden ones (`.tmp-PID-NAME`, the temporary files of
+/// [`write_atomically`], among them). The one lister of input folders, so
+/// that every command sees the same cases. A folder that is itself a DICOM
+/// series is one image, not a list of them: see [`dicom::is_series_dir`].
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Read {
         path: dir.to_path_buf(),
@@ -188,7 +201,12 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         let hidden = p
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if p.is_file() && is_image_file(&p) && !hidden {
+        let image = if p.is_dir() {
+            dicom::is_series_dir(&p)
+        } else {
+            p.is_file() && is_image_file(&p)
+        };
+        if image && !hidden {
             out.push(p);
         }
     }
@@ -198,18 +216,18 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Whether a file name looks like an image tonno reads.
 pub fn is_image_file(path: &Path) -> bool {
-    format_of(path).is_ok()
+    !path.is_dir() && format_of(path).is_ok()
 }
 
-/// The case name of an image file: its name without `.nii.gz`, `.nii`,
-/// `.nrrd` or `.nhdr`.
+/// The case name of an image: its name without `.nii.gz`, `.nii`, `.nrrd`,
+/// `.nhdr`, `.dcm` or `.dicom` (a DICOM series folder: its name).
 pub fn case_name(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let lower = name.to_ascii_lowercase();
-    for ext in [".nii.gz", ".nii", ".nrrd", ".nhdr"] {
+    for ext in [".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm", ".dicom"] {
         if lower.ends_with(ext) {
             return name[..name.len() - ext.len()].to_string();
         }
@@ -217,11 +235,36 @@ pub fn case_name(path: &Path) -> String {
     name
 }
 
-/// Reads an image, rejecting NaN or infinite voxels.
+/// Reads an image (a file, or a folder holding a DICOM series), rejecting
+/// NaN or infinite voxels.
 pub fn read_image(path: &Path) -> Result<Image> {
-    let image = match format_of(path)? {
+    read_image_series(path, None)
+}
+
+/// [`read_image`], choosing DICOM series `series` (a SeriesInstanceUID)
+/// when the folder holds several; `series` given for another format is an
+/// error.
+pub fn read_image_series(path: &Path, series: Option<&str>) -> Result<Image> {
+    if let Err(source) = std::fs::metadata(path) {
+        return Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    let format = format_of(path)?;
+    if series.is_some() && format != Format::Dicom {
+        return Err(Error::invalid(
+            "--series",
+            format!(
+                "{} is not DICOM; a series UID chooses among DICOM series",
+                path.display()
+            ),
+        ));
+    }
+    let image = match format {
         Format::Nifti => nifti::read(path)?,
         Format::Nrrd => nrrd::read(path)?,
+        Format::Dicom => dicom::read(path, series)?,
     };
     if let Some((count, first, channel)) = image.volume.find_non_finite() {
         return Err(Error::NonFinite {
@@ -248,6 +291,13 @@ pub fn write_image(
     match format_of(path)? {
         Format::Nifti => nifti::write(path, volume, datatype, reference, overwrite),
         Format::Nrrd => nrrd::write(path, volume, datatype, overwrite),
+        Format::Dicom => Err(Error::invalid(
+            "output format",
+            format!(
+                "{}: tonno reads DICOM but writes NIfTI (.nii, .nii.gz) or NRRD (.nrrd)",
+                path.display()
+            ),
+        )),
     }
 }
 

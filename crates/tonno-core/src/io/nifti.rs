@@ -398,6 +398,7 @@ pub fn read(path: &Path) -> Result<Image> {
             format: Format::Nifti,
             datatype,
             nifti_header: Some(Box::new(header)),
+            dicom: None,
         },
     })
 }

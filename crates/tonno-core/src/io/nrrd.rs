@@ -238,6 +238,7 @@ pub fn read(path: &Path) -> Result<Image> {
             format: Format::Nrrd,
             datatype,
             nifti_header: None,
+            dicom: None,
         },
     })
 }

@@ -258,15 +258,16 @@ pub fn attach_masks(sources: &mut [Source], dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads the healthy scans at `path`: one image file, or every image of a
-/// folder (sorted by name). Each needs a foreground (Otsu's threshold).
+/// Reads the healthy scans at `path`: one image (a file, or a folder holding
+/// a DICOM series), or every image of a folder (sorted by name). Each needs
+/// a foreground (Otsu's threshold).
 pub fn load_sources(path: &Path) -> Result<Vec<Source>> {
-    let files = if path.is_dir() {
+    let files = if path.is_dir() && !crate::io::dicom::is_series_dir(path) {
         let files = list_images(path)?;
         if files.is_empty() {
             return Err(Error::dataset(
                 path,
-                "holds no image (.nii, .nii.gz, .nrrd, .nhdr) to take anatomy from",
+                "holds no image (.nii, .nii.gz, .nrrd, .nhdr, .dcm, a DICOM series folder) to take anatomy from",
             ));
         }
         files
