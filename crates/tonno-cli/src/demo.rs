@@ -24,7 +24,8 @@ use tonno_ml::train::{DataSpec, RunMode, Silent, TrainSummary, train};
 
 use tonno_core::eval::folder::{auto_summary, evaluate_method, oracle_dice, pairs};
 
-use crate::eval::{MethodRow, auto_columns, table};
+use crate::eval::{COLUMNS, MethodRow, auto_columns, table, table_cells};
+use crate::html;
 use crate::render::{self, Plane, Rgb};
 
 #[derive(Debug, clap::Args)]
@@ -196,6 +197,33 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let md = report_markdown(&facts, &table_md, &k_points, &figures);
     write_text(&report.join("report.md"), &md, true)?;
+    let (header, cells) = table_cells(&rows, &columns);
+    let page = html::Page {
+        title: "tonno demo".into(),
+        intro: report_intro(&facts),
+        tables: vec![
+            html::Table {
+                id: "results".into(),
+                caption: "Comparison on the test scans".into(),
+                header,
+                rows: cells,
+            },
+            k_table(&k_points, plan.slices),
+        ],
+        plots: vec![(
+            "ToNNO on the test scans against the number of directions K (Dice at the oracle threshold)".into(),
+            k_plot(&k_points),
+        )],
+        cases: html::folder_views(
+            Some(&data.join("imagesTs")),
+            &truth,
+            &heat,
+            &Method::ALL.map(|m| m.name().to_string()),
+            usize::MAX,
+        )?,
+        cases_note: html::CASES_NOTE.into(),
+    };
+    html::write(&report.join("report.html"), &page, true)?;
     let results = serde_json::json!({
         "wall_seconds": facts.wall_seconds, "train": summary, "methods": rows, "k_sweep": k_points,
     });
@@ -214,9 +242,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         .collect();
     outln!("ToNNO Dice versus K: {}", dice_k.join(", "));
     outln!(
-        "demo finished in {:.1} minutes; report: {}",
+        "demo finished in {:.1} minutes; report: {} (and report.md)",
         facts.wall_seconds / 60.0,
-        report.join("report.md").display()
+        report.join("report.html").display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -473,6 +501,80 @@ fn k_plot(points: &[KPoint]) -> String {
     )
 }
 
+/// The report's opening paragraphs: what ran, on what, for how long.
+fn report_intro(f: &Facts<'_>) -> Vec<String> {
+    let (a, plan, summary) = (f.args, f.plan, f.summary);
+    vec![
+        format!(
+            "Command: tonno demo{}{} (seed {}), {:.1} minutes on this machine.",
+            if a.quick { " --quick" } else { "" },
+            if a.seed != 0 {
+                format!(" --seed {}", a.seed)
+            } else {
+                String::new()
+            },
+            a.seed,
+            f.wall_seconds / 60.0
+        ),
+        format!(
+            "Data: {} synthetic head scans of {}^3 voxels (tonno synth, lesion contrast {}-{}), {} for training, {} for validation, {} held out for testing. \
+             Encoder: the default CNN, trained {:.1} minutes ({} epochs; best validation AUROC {:.3} at epoch {}). \
+             Heatmaps: K = {} directions x S = {} slices of {}x{} pixels for the tomographic methods; all seven methods together took {:.1} s per volume.",
+            plan.cases,
+            plan.size,
+            plan.contrast.0,
+            plan.contrast.1,
+            f.record.train_cases.len(),
+            f.record.val_cases.len(),
+            f.test_cases,
+            f.train_seconds / 60.0,
+            summary.epochs,
+            summary.best_score,
+            summary.best_epoch,
+            plan.directions,
+            plan.slices,
+            f.slice_size,
+            f.slice_size,
+            f.all_per_volume
+        ),
+        format!(
+            "{COLUMNS} The threshold column is chosen on the validation scans ('val'); 's / volume' is each method run alone."
+        ),
+    ]
+}
+
+/// ToNNO's figures at each K of the sweep.
+fn k_table(points: &[KPoint], slices: usize) -> html::Table {
+    let f3 = |v: Option<f64>| v.map_or("n/a".into(), |d| format!("{d:.3}"));
+    html::Table {
+        id: "k-sweep".into(),
+        caption: format!(
+            "ToNNO against the number of directions K (S = {slices}; oracle threshold)"
+        ),
+        header: [
+            "K",
+            "Dice (oracle)",
+            "voxel AUROC",
+            "voxel AP",
+            "s / volume",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: points
+            .iter()
+            .map(|p| {
+                vec![
+                    p.directions.to_string(),
+                    f3(p.dice),
+                    f3(p.voxel_auroc),
+                    f3(p.voxel_average_precision),
+                    format!("{:.1}", p.seconds_per_volume),
+                ]
+            })
+            .collect(),
+    }
+}
+
 /// `report/report.md`: the run, the comparison table, Dice versus K and
 /// the pictures.
 fn report_markdown(
@@ -481,60 +583,21 @@ fn report_markdown(
     k_points: &[KPoint],
     figures: &[(String, String)],
 ) -> String {
-    let (a, plan, summary) = (f.args, f.plan, f.summary);
+    let intro = report_intro(f);
     let mut md = format!(
-        "# tonno demo\n\nCommand: `tonno demo{}{}` (seed {}), {:.1} minutes on this machine.\n\n\
-         Data: {} synthetic head scans of {}^3 voxels (`tonno synth`, lesion contrast {}-{}), {} for training, {} for validation, {} held out for testing.\n\
-         Encoder: the default CNN, trained {:.1} minutes ({} epochs; best validation AUROC {:.3} at epoch {}).\n\
-         Heatmaps: K = {} directions x S = {} slices of {}x{} pixels for the tomographic methods.\n\n\
-         ## Comparison on the test scans\n\n{}\n\
-         Dice and HD95 (MONAI's convention, mm) are means over test scans with a lesion, at the threshold that maximised the mean Dice \
-         of the validation scans; 'oracle Dice' uses the test scans' own best threshold instead. FP volume is the mean predicted volume \
-         on scans without a lesion. Detection F1 counts a lesion found when a predicted connected component overlaps it. Voxel AUROC and \
-         average precision pool every voxel of every test scan and need no threshold. 's / volume' is each method run alone; all seven \
-         together took {:.1} s per volume.\n\n",
-        if a.quick { " --quick" } else { "" },
-        if a.seed != 0 {
-            format!(" --seed {}", a.seed)
-        } else {
-            String::new()
-        },
-        a.seed,
-        f.wall_seconds / 60.0,
-        plan.cases,
-        plan.size,
-        plan.contrast.0,
-        plan.contrast.1,
-        f.record.train_cases.len(),
-        f.record.val_cases.len(),
-        f.test_cases,
-        f.train_seconds / 60.0,
-        summary.epochs,
-        summary.best_score,
-        summary.best_epoch,
-        plan.directions,
-        plan.slices,
-        f.slice_size,
-        f.slice_size,
-        table_md,
-        f.all_per_volume
+        "# tonno demo\n\n{}\n\n{}\n\n## Comparison on the test scans\n\n{table_md}\n{}\n\n",
+        intro[0], intro[1], intro[2]
     );
+    let k = k_table(k_points, f.plan.slices);
     md += &format!(
-        "## Dice versus the number of directions K (ToNNO)\n\nOn the test scans, S = {} slices per direction; Dice at the test scans' own best \
-         threshold (oracle), so the curve shows what more directions buy, not an unbiased score.\n\n![Dice versus K](dice_vs_k.svg)\n\n\
-         | K | Dice (oracle) | voxel AUROC | voxel AP | s / volume |\n|---|---|---|---|---|\n",
-        plan.slices
+        "## Dice versus the number of directions K (ToNNO)\n\n{}: Dice at the test scans' own best threshold, so the curve shows \
+         what more directions buy, not an unbiased score.\n\n![Dice versus K](dice_vs_k.svg)\n\n| {} |\n|{}\n",
+        k.caption,
+        k.header.join(" | "),
+        "---|".repeat(k.header.len())
     );
-    let f3 = |v: Option<f64>| v.map_or("n/a".into(), |d| format!("{d:.3}"));
-    for p in k_points {
-        md += &format!(
-            "| {} | {} | {} | {} | {:.1} |\n",
-            p.directions,
-            f3(p.dice),
-            f3(p.voxel_auroc),
-            f3(p.voxel_average_precision),
-            p.seconds_per_volume
-        );
+    for row in &k.rows {
+        md += &format!("| {} |\n", row.join(" | "));
     }
     md += "\n## Test scans\n\nEach picture: rows are the axial, coronal and sagittal planes through the lesion; columns are the image with the \
            truth outlined in green, then the heatmaps of ";

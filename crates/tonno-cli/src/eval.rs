@@ -12,6 +12,8 @@ use tonno_core::eval::folder::{
 use tonno_core::eval::{AUTO_FRACTION, Evaluation, ThresholdSource};
 use tonno_ml::methods::Method;
 
+use crate::html;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Folder of heatmaps named CASE_METHOD.nii.gz (as `tonno segment` writes them).
@@ -39,6 +41,21 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Also write DIR/report.html: the table and, for each case, three
+    /// planes through its lesion with every method's heatmap (one
+    /// self-contained page, pictures inline).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// The scans (CASE.nii.gz, ...) under the report's heatmaps; without
+    /// them the heatmaps are drawn over black.
+    #[arg(long, requires = "report")]
+    images: Option<PathBuf>,
+    /// At most this many cases in the report (by name).
+    #[arg(long, default_value_t = 50, requires = "report")]
+    report_cases: usize,
+    /// Replace an existing report.html.
+    #[arg(long, requires = "report")]
+    force: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,50 +116,143 @@ pub fn auto_columns(rows: &[MethodRow]) -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
+/// The methods' summaries as a header and rows of cells (for the
+/// Markdown table and the HTML report alike).
+pub fn table_cells(
+    rows: &[MethodRow],
+    extra: &[(&str, Vec<String>)],
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header: Vec<String> = [
+        "method",
+        "threshold",
+        "Dice",
+        "HD95 (mm)",
+        "FP volume (ml)",
+        "detection F1",
+        "voxel AUROC",
+        "voxel AP",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.extend(extra.iter().map(|(h, _)| h.to_string()));
+    let cells = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let e = &r.eval;
+            let src = match e.threshold_source {
+                ThresholdSource::Validation => "val",
+                ThresholdSource::Oracle => "oracle",
+                ThresholdSource::Given => "given",
+                ThresholdSource::Auto => "auto",
+            };
+            let mut row = vec![
+                r.method.clone(),
+                format!("{:.3e} ({src})", e.threshold),
+                fmt(e.mean_dice, 3),
+                format!(
+                    "{}{}",
+                    fmt(e.mean_hd95_mm, 1),
+                    if e.empty_predictions > 0 {
+                        format!(" ({} empty)", e.empty_predictions)
+                    } else {
+                        String::new()
+                    }
+                ),
+                fmt(e.mean_false_positive_ml, 2),
+                format!("{:.3}", e.detection_f1),
+                fmt(e.voxel_auroc, 3),
+                fmt(e.voxel_average_precision, 3),
+            ];
+            row.extend(
+                extra
+                    .iter()
+                    .map(|(_, col)| col.get(i).cloned().unwrap_or_default()),
+            );
+            row
+        })
+        .collect();
+    (header, cells)
+}
+
 /// A markdown table of the methods' summaries.
 pub fn table(rows: &[MethodRow], extra: &[(&str, Vec<String>)]) -> String {
-    let mut s = String::from(
-        "| method | threshold | Dice | HD95 (mm) | FP volume (ml) | detection F1 | voxel AUROC | voxel AP |",
-    );
-    for (h, _) in extra {
-        s += &format!(" {h} |");
-    }
-    s += "\n|---|---|---|---|---|---|---|---|";
-    for _ in extra {
-        s += "---|";
-    }
-    s += "\n";
-    for (i, r) in rows.iter().enumerate() {
-        let e = &r.eval;
-        let src = match e.threshold_source {
-            ThresholdSource::Validation => "val",
-            ThresholdSource::Oracle => "oracle",
-            ThresholdSource::Given => "given",
-            ThresholdSource::Auto => "auto",
-        };
-        s += &format!(
-            "| {} | {:.3e} ({src}) | {} | {}{} | {} | {:.3} | {} | {} |",
-            r.method,
-            e.threshold,
-            fmt(e.mean_dice, 3),
-            fmt(e.mean_hd95_mm, 1),
-            if e.empty_predictions > 0 {
-                format!(" ({} empty)", e.empty_predictions)
-            } else {
-                String::new()
-            },
-            fmt(e.mean_false_positive_ml, 2),
-            e.detection_f1,
-            fmt(e.voxel_auroc, 3),
-            fmt(e.voxel_average_precision, 3),
-        );
-        for (_, col) in extra {
-            s += &format!(" {} |", col.get(i).map_or("", String::as_str));
-        }
-        s += "\n";
+    let (header, cells) = table_cells(rows, extra);
+    let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+    let mut s = line(&header);
+    s += &format!("|{}\n", "---|".repeat(header.len()));
+    for row in &cells {
+        s += &line(row);
     }
     s
 }
+
+/// The scan-level answer's figures in a sentence.
+fn classification_line(c: &Classification) -> String {
+    format!(
+        "scan classification ({} scans, {} with a lesion; predictions.csv): AUROC {}, accuracy {}, sensitivity {}, specificity {}",
+        c.cases,
+        c.positives,
+        fmt(c.auroc, 3),
+        fmt(c.accuracy, 3),
+        fmt(c.sensitivity, 3),
+        fmt(c.specificity, 3)
+    )
+}
+
+/// `DIR/report.html` of an evaluation.
+fn write_report(
+    a: &Args,
+    dir: &std::path::Path,
+    rows: &[MethodRow],
+    methods: &[String],
+    classified: Option<&Classification>,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join("report.html");
+    anyhow::ensure!(
+        a.force || !path.exists(),
+        "{} already exists; pass --force to replace it",
+        path.display()
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (header, cells) = table_cells(rows, &auto_columns(rows));
+    let mut intro = vec![format!(
+        "Heatmaps in {} against the masks in {}.",
+        a.pred.display(),
+        a.truth.display()
+    )];
+    if let Some(c) = classified {
+        intro.push(format!("{}.", classification_line(c)));
+    }
+    intro.push(COLUMNS.to_string());
+    let page = html::Page {
+        title: "tonno evaluation".into(),
+        intro,
+        tables: vec![html::Table {
+            id: "results".into(),
+            caption: "Methods".into(),
+            header,
+            rows: cells,
+        }],
+        plots: Vec::new(),
+        cases: html::folder_views(
+            a.images.as_deref(),
+            &a.truth,
+            &a.pred,
+            methods,
+            a.report_cases,
+        )?,
+        cases_note: html::CASES_NOTE.into(),
+    };
+    html::write(&path, &page, a.force)?;
+    Ok(path)
+}
+
+/// What the table's columns are (the report's words).
+pub const COLUMNS: &str = "Dice and HD95 (MONAI's convention, mm) are means over scans with a lesion at the threshold in the second column; \
+FP volume is the mean predicted volume on scans without one; detection F1 counts a lesion found when a predicted connected component overlaps it; \
+voxel AUROC and average precision pool every voxel and need no threshold. 'auto' is each scan's own threshold (tonno segment --threshold auto), \
+gated by the scan-level predictions when there are any; 'oracle Dice' uses the best threshold on these scans themselves.";
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let threshold = match a.threshold.as_str() {
@@ -192,6 +302,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             oracle_dice: oracle_dice(&test),
         });
     }
+    if let Some(dir) = &a.report {
+        let path = write_report(&a, dir, &rows, &methods, classified.as_ref())?;
+        eprintln!("report: {}", path.display());
+    }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -215,15 +329,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         );
         if let Some(c) = &classified {
-            outln!(
-                "\nscan classification ({} scans, {} with a lesion; predictions.csv): AUROC {}, accuracy {}, sensitivity {}, specificity {}",
-                c.cases,
-                c.positives,
-                fmt(c.auroc, 3),
-                fmt(c.accuracy, 3),
-                fmt(c.sensitivity, 3),
-                fmt(c.specificity, 3)
-            );
+            outln!("\n{}", classification_line(c));
         }
         outln!(
             "Dice and HD95 (MONAI convention) over cases with a lesion, FP volume over cases without; AUROC and AP over all voxels."

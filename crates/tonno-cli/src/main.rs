@@ -18,11 +18,13 @@ macro_rules! outln {
 mod bench;
 mod demo;
 mod eval;
+mod html;
 mod info;
 mod progress;
 mod radon;
 mod render;
 mod segment;
+mod shard;
 mod synth;
 mod tomo_args;
 mod train;

@@ -46,7 +46,8 @@ impl Rgb {
         out
     }
 
-    pub fn write_png(&self, path: &Path) -> anyhow::Result<()> {
+    /// The image as PNG bytes.
+    pub fn png_bytes(&self) -> anyhow::Result<Vec<u8>> {
         let mut bytes = Vec::new();
         let mut enc = png::Encoder::new(&mut bytes, self.w as u32, self.h as u32);
         enc.set_color(png::ColorType::Rgb);
@@ -57,7 +58,14 @@ impl Rgb {
                 w.write_image_data(&data)?;
                 w.finish()
             })
-            .with_context(|| format!("encoding {}", path.display()))?;
+            .context("encoding a PNG")?;
+        Ok(bytes)
+    }
+
+    pub fn write_png(&self, path: &Path) -> anyhow::Result<()> {
+        let bytes = self
+            .png_bytes()
+            .with_context(|| format!("writing {}", path.display()))?;
         tonno_core::io::write_atomically(path, true, |tmp| {
             std::fs::write(tmp, &bytes).map_err(|source| tonno_core::Error::Write {
                 path: path.to_path_buf(),

@@ -16,6 +16,7 @@ use tonno_ml::pipeline::{CaseResult, Job, MaskThreshold, segment_file};
 use tonno_ml::run::TrainedModel;
 
 use crate::progress;
+use crate::shard::{Shard, ShardArg};
 use crate::tomo_args::TomoArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,6 +89,12 @@ pub struct Args {
     /// Stop at the first bad input instead of reporting it and going on.
     #[arg(long)]
     fail_fast: bool,
+    /// Process only part I of N of the inputs (I from 0; by sorted name), or
+    /// `slurm`: the part of this task of a SLURM job array (`sbatch
+    /// --array=0-N`). Parts write into one --out without clashing: each its
+    /// own predictions.shard-I-of-N.csv, which `tonno eval` reads together.
+    #[arg(long, value_parser = crate::shard::parse)]
+    shard: Option<ShardArg>,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
@@ -160,6 +167,24 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let methods = parse_methods(&a.methods)?;
     let files = inputs(&a.input, a.series.as_deref())?;
+    let shard = a
+        .shard
+        .map(|s| s.resolve(|k| std::env::var(k).ok()))
+        .transpose()?;
+    let files = match shard {
+        Some(s) => {
+            let total = files.len();
+            let part = s.select(files);
+            eprintln!(
+                "part {} of {} (from 0): {} of {total} input(s)",
+                s.index,
+                s.count,
+                part.len()
+            );
+            part
+        }
+        None => files,
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let device = a.device.open()?;
     let trained = match &a.model {
@@ -181,7 +206,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let sampling = slicing(trained.as_ref(), a.tomo.pixels)?;
     let sum = trained.is_none();
-    let predictions = a.out.join("predictions.csv");
+    let predictions = a.out.join(
+        shard
+            .as_ref()
+            .map_or("predictions.csv".to_string(), Shard::predictions_file),
+    );
     let (rule, decision) = scan_rule(&a, trained.as_ref(), &predictions)?;
     let bar = progress::bar(files.len() as u64, "segment");
     let mut results = Vec::new();
@@ -217,7 +246,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if rule.is_some() && !results.is_empty() {
+    // A part with no inputs (more tasks than cases) still writes its
+    // (empty) answers, so that `tonno eval` can tell that every part ran.
+    if rule.is_some() && (!results.is_empty() || (shard.is_some() && failures == 0)) {
         write_predictions(&predictions, &results)?;
     }
     print_results(&a, &results, failures)?;

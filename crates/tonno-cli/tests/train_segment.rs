@@ -537,3 +537,89 @@ fn a_killed_segment_leaves_only_whole_files_and_skip_existing_finishes_the_folde
     );
     assert!(visible_files(&cut) == full);
 }
+
+#[test]
+fn shards_segment_each_case_once_and_eval_reads_their_answers_together() {
+    let dir = tempfile::tempdir().unwrap();
+    setup_trained(dir.path());
+    let d = dir.path();
+    let cases = std::fs::read_dir(d.join("d/imagesTs")).unwrap().count();
+    // More parts than cases: some parts get none and say so with an empty
+    // answer file.
+    let parts = cases + 2;
+    let segment = |out: &str, extra: &[&str]| {
+        tonno(
+            d,
+            &[
+                &[
+                    "segment",
+                    "--model",
+                    "run",
+                    "--input",
+                    "d/imagesTs",
+                    "--out",
+                    out,
+                    "--directions",
+                    "4",
+                    "--slices",
+                    "8",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    segment("whole", &[]).ok();
+    let mut seen = Vec::new();
+    for i in 0..parts {
+        let out = segment("parts", &["--shard", &format!("{i}/{parts}")]).ok();
+        seen.extend(
+            out.lines()
+                .filter(|l| l.contains("heatmap(s) in"))
+                .map(|l| l.split(':').next().unwrap().to_string()),
+        );
+    }
+    seen.sort();
+    let mut all: Vec<String> = std::fs::read_dir(d.join("d/imagesTs"))
+        .unwrap()
+        .map(|e| tonno_core_case(&e.unwrap().path()))
+        .collect();
+    all.sort();
+    assert_eq!(seen, all, "every case segmented exactly once");
+    // The same heatmaps as one process, and eval reads the parts' answers
+    // as one predictions.csv.
+    assert_eq!(visible_files(&d.join("parts")).len(), cases + parts);
+    for (name, bytes) in visible_files(&d.join("whole")) {
+        if name.ends_with(".nii.gz") {
+            assert_eq!(std::fs::read(d.join("parts").join(&name)).unwrap(), bytes);
+        }
+    }
+    let eval = |pred: &str| {
+        tonno(
+            d,
+            &["eval", "--pred", pred, "--truth", "d/labelsTs", "--json"],
+        )
+    };
+    let (whole, parted) = (eval("whole").json(), eval("parts").json());
+    assert_eq!(whole[0]["classification"], parted[0]["classification"]);
+    assert_eq!(
+        parted[0]["classification"]["cases"].as_u64(),
+        Some(cases as u64)
+    );
+    // A part again is refused without --force, naming its own file.
+    segment("parts", &["--shard", &format!("0/{parts}")])
+        .fails_with(&[&format!("predictions.shard-0-of-{parts}.csv"), "--force"]);
+    segment("parts", &["--shard", &format!("{parts}/{parts}")]).fails_with(&["count from 0"]);
+    // A part that did not finish, or the same case in two files, is named.
+    let first = d.join(format!("parts/predictions.shard-0-of-{parts}.csv"));
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::remove_file(&first).unwrap();
+    eval("parts").fails_with(&["1 of", "did those tasks of the array finish"]);
+    std::fs::write(&first, &text).unwrap();
+    std::fs::copy(
+        d.join("whole/predictions.csv"),
+        d.join("parts/predictions.csv"),
+    )
+    .unwrap();
+    eval("parts").fails_with(&["answered in both"]);
+}

@@ -1,6 +1,7 @@
 //! Evaluation of folders as `tonno segment` writes them: heatmaps
 //! `PRED/CASE_METHOD.nii.gz` against masks `TRUTH/CASE.nii.gz`, the
-//! scan-level answers of `PRED/predictions.csv`, and the per-scan
+//! scan-level answers of `PRED/predictions.csv` (or its parts, one per
+//! `tonno segment --shard`), and the per-scan
 //! threshold rule. Shared by `tonno eval` and the demo.
 
 use std::collections::BTreeMap;
@@ -32,17 +33,8 @@ pub fn masks(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
 
 /// Methods with a heatmap in `pred` for the cases of `truth`.
 pub fn methods_in(pred: &Path, cases: &BTreeMap<String, PathBuf>) -> Result<Vec<String>> {
-    let read_error = |source| Error::Read {
-        path: pred.to_path_buf(),
-        source,
-    };
     let mut found = std::collections::BTreeSet::new();
-    for e in std::fs::read_dir(pred).map_err(read_error)? {
-        let name = e
-            .map_err(read_error)?
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
+    for name in file_names(pred)? {
         let Some(stem) = name.strip_suffix(".nii.gz") else {
             continue;
         };
@@ -170,25 +162,118 @@ pub struct Classification {
     pub specificity: Option<f64>,
 }
 
-/// Reads `pred/predictions.csv` (as `tonno segment` writes it) for the cases
-/// of `truth`; `None` when there is no such file.
-pub fn classification(
-    pred: &Path,
-    truth: &BTreeMap<String, PathBuf>,
-) -> Result<Option<(Classification, BTreeMap<String, bool>)>> {
-    let path = pred.join("predictions.csv");
-    if !path.is_file() {
+/// The names of the entries of folder `dir`.
+fn file_names(dir: &Path) -> Result<Vec<String>> {
+    let read_error = |source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::read_dir(dir)
+        .map_err(read_error)?
+        .map(|e| {
+            Ok(e.map_err(read_error)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned())
+        })
+        .collect()
+}
+
+/// The name of part `index` of `count`'s scan-level answers
+/// (`tonno segment --shard`), beside the other parts' in one folder.
+pub fn shard_predictions_name(index: usize, count: usize) -> String {
+    format!("predictions.shard-{index}-of-{count}.csv")
+}
+
+/// A scan's score and predicted label (`None`: no decision threshold).
+pub type Prediction = (f64, Option<bool>);
+
+/// The scan-level answers in `pred`: `predictions.csv` and every part
+/// `predictions.shard-I-of-N.csv` that `tonno segment --shard` wrote, merged;
+/// `None` when there are none. A missing part, parts of different
+/// arrays, or a case answered twice is an error naming the files.
+pub fn read_predictions(pred: &Path) -> Result<Option<BTreeMap<String, Prediction>>> {
+    let mut files = Vec::new();
+    let mut counts = std::collections::BTreeSet::new();
+    let mut parts = std::collections::BTreeSet::new();
+    for name in file_names(pred)? {
+        if name == "predictions.csv" {
+            files.push(pred.join(name));
+        } else if let Some((i, n)) = shard_of(&name) {
+            counts.insert(n);
+            parts.insert(i);
+            files.push(pred.join(name));
+        }
+    }
+    if files.is_empty() {
         return Ok(None);
     }
-    let text = crate::io::read_text(&path)?;
-    let bad = |reason: String| Error::format(&path, reason);
+    if counts.len() > 1 {
+        return Err(Error::dataset(
+            pred,
+            format!(
+                "predictions of job arrays of different sizes ({counts:?} parts): remove the older ones"
+            ),
+        ));
+    }
+    if let Some(&n) = counts.first() {
+        let missing: Vec<String> = (0..n)
+            .filter(|i| !parts.contains(i))
+            .map(|i| shard_predictions_name(i, n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::dataset(
+                pred,
+                format!(
+                    "{} of {n} parts have no predictions ({}): did those tasks of the array finish?",
+                    missing.len(),
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+    files.sort();
+    let mut rows: BTreeMap<String, (Prediction, PathBuf)> = BTreeMap::new();
+    for path in files {
+        for (case, p) in read_predictions_file(&path)? {
+            if let Some((_, first)) = rows.get(&case) {
+                return Err(Error::dataset(
+                    pred,
+                    format!(
+                        "case {case} is answered in both {} and {}",
+                        first.display(),
+                        path.display()
+                    ),
+                ));
+            }
+            rows.insert(case, (p, path.clone()));
+        }
+    }
+    Ok(Some(rows.into_iter().map(|(c, (p, _))| (c, p)).collect()))
+}
+
+/// `(I, N)` of a name `predictions.shard-I-of-N.csv`.
+fn shard_of(name: &str) -> Option<(usize, usize)> {
+    let (i, n) = name
+        .strip_prefix("predictions.shard-")?
+        .strip_suffix(".csv")?
+        .split_once("-of-")?;
+    let (i, n) = (i.parse().ok()?, n.parse().ok()?);
+    (i < n).then_some((i, n))
+}
+
+/// One predictions file, `case,score,predicted`, in file order.
+fn read_predictions_file(path: &Path) -> Result<Vec<(String, Prediction)>> {
+    let text = crate::io::read_text(path)?;
+    let bad = |reason: String| Error::format(path, reason);
     let mut lines = text.lines();
     if lines.next().map(str::trim) != Some("case,score,predicted") {
         return Err(bad(
             "not a predictions file (its header is not case,score,predicted)".into(),
         ));
     }
-    let mut rows = BTreeMap::new();
+    let mut rows = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if f.len() != 3 {
@@ -214,15 +299,35 @@ pub fn classification(
                 )));
             }
         };
-        rows.insert(f[0].to_string(), (score, predicted));
+        if !seen.insert(f[0]) {
+            return Err(bad(format!("line {}: case {} twice", i + 2, f[0])));
+        }
+        rows.push((f[0].to_string(), (score, predicted)));
     }
+    Ok(rows)
+}
+
+/// The scan-level answers of `pred` ([`read_predictions`]) for the cases
+/// of `truth`; `None` when there are none.
+pub fn classification(
+    pred: &Path,
+    truth: &BTreeMap<String, PathBuf>,
+) -> Result<Option<(Classification, BTreeMap<String, bool>)>> {
+    let Some(rows) = read_predictions(pred)? else {
+        return Ok(None);
+    };
     let mut scores = Vec::new();
     let mut labels = Vec::new();
     let mut predicted = Vec::new();
     for (case, mask) in truth {
-        let &(score, p) = rows
-            .get(case)
-            .ok_or_else(|| bad(format!("no row for case {case}")))?;
+        let &(score, p) = rows.get(case).ok_or_else(|| {
+            Error::dataset(
+                pred,
+                format!(
+                    "no row for case {case} in its predictions.csv (or its parts, predictions.shard-*.csv)"
+                ),
+            )
+        })?;
         let m = read_image(mask)?;
         scores.push(score);
         labels.push(m.volume.data().iter().any(|&v| v > 0.0));
