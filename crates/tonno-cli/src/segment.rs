@@ -91,7 +91,7 @@ pub struct Args {
     fail_fast: bool,
     /// Process only part I of N of the inputs (I from 0; by sorted name), or
     /// `slurm`: the part of this task of a SLURM job array (`sbatch
-    /// --array=0-N`). Parts write into one --out without clashing: each its
+    /// --array=A-B`, consecutive ids). Parts write into one --out without clashing: each its
     /// own predictions.shard-I-of-N.csv, which `tonno eval` reads together.
     #[arg(long, value_parser = crate::shard::parse)]
     shard: Option<ShardArg>,

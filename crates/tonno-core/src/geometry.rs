@@ -222,6 +222,23 @@ impl Plane {
         }
     }
 
+    /// The same plane with its pixel steps scaled by `[su, sv]` about its
+    /// centre pixel (a zoom out when above 1).
+    pub fn zoomed(&self, [su, sv]: [f64; 2]) -> Self {
+        if su == 1.0 && sv == 1.0 {
+            return *self;
+        }
+        let half = (self.pixels.max(1) - 1) as f64 / 2.0;
+        let centre = add(self.origin, scale(add(self.du, self.dv), half));
+        let (du, dv) = (scale(self.du, su), scale(self.dv, sv));
+        Self {
+            origin: add(centre, scale(add(du, dv), -half)),
+            du,
+            dv,
+            pixels: self.pixels,
+        }
+    }
+
     /// Area of one pixel (mm^2).
     pub fn pixel_area_mm2(&self) -> f64 {
         norm(cross(self.du, self.dv))
@@ -432,6 +449,23 @@ pub fn extract_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zoomed_plane_keeps_its_centre_and_normal_and_scales_each_axis() {
+        let n = [0.3, -0.5, 0.8];
+        let f = Frame::from_normal(scale(n, 1.0 / norm(n)), 0.7);
+        let p = Plane::centered([1.0, 2.0, 3.0], &f, 4.0, 50.0, 33);
+        let z = p.zoomed([0.8, 1.25]);
+        let centre = |q: &Plane| add(q.origin, scale(add(q.du, q.dv), 16.0));
+        let (a, b) = (centre(&p), centre(&z));
+        assert!((0..3).all(|i| (a[i] - b[i]).abs() < 1e-9), "{a:?} {b:?}");
+        assert!((norm(z.du) - 0.8 * norm(p.du)).abs() < 1e-12);
+        assert!((norm(z.dv) - 1.25 * norm(p.dv)).abs() < 1e-12);
+        // Still the plane through the same point with the same normal.
+        assert!(dot(cross(z.du, z.dv), f.u).abs() < 1e-9);
+        assert!((dot(sub(z.origin, a), f.n)).abs() < 1e-9);
+        assert_eq!(p.zoomed([1.0, 1.0]), p);
+    }
 
     #[test]
     fn fibonacci_directions_are_unit_upper_and_near_uniform() {

@@ -55,6 +55,16 @@ pub struct Augment {
     /// Gaussian blur with a standard deviation drawn from `[0, blur]` pixels
     /// (scans of other resolutions and sharpness).
     pub blur: f32,
+    /// In-plane zoom of the slice's pixel grid, drawn from `[1 - zoom, 1 +
+    /// zoom]` along `u` and `v` independently (heads of other sizes and
+    /// shapes); a MIL bag's slices share one draw, so they stay parallel
+    /// and alike. Applied to the geometry, so it costs no resampling.
+    pub zoom: f32,
+    /// A smooth random warp of the slice: displacements drawn with this
+    /// standard deviation (pixels) on a 4 x 4 grid of control points over the
+    /// slice, interpolated bilinearly (anatomy of other shapes: ventricles,
+    /// sulci and outlines that no training subject has).
+    pub elastic: f32,
 }
 
 impl Default for Augment {
@@ -67,6 +77,8 @@ impl Default for Augment {
             noise: 0.05,
             flip: false,
             blur: 0.0,
+            zoom: 0.0,
+            elastic: 0.0,
         }
     }
 }
@@ -131,6 +143,8 @@ impl SamplingConfig {
             ("augment.gamma", a.gamma, f32::MAX),
             ("augment.noise", a.noise, f32::MAX),
             ("augment.blur", a.blur, 64.0),
+            ("augment.zoom", a.zoom, 0.5),
+            ("augment.elastic", a.elastic, 64.0),
         ];
         for (name, v, max) in ranges {
             if !(v >= 0.0 && v.is_finite() && v < max) {
@@ -369,6 +383,16 @@ impl SliceSampler {
         self.channels
     }
 
+    /// The in-plane zoom of one slice or bag, `[1, 1]` without zoom (no
+    /// draw, so runs without it keep their random streams).
+    fn zoom(&self, rng: &mut Rng) -> [f64; 2] {
+        let z = self.config.augment.zoom as f64;
+        if !self.config.augment.enabled || z == 0.0 {
+            return [1.0, 1.0];
+        }
+        [rng.range(1.0 - z, 1.0 + z), rng.range(1.0 - z, 1.0 + z)]
+    }
+
     /// One random slice of volume `v` into `out`, augmented.
     pub fn random_slice(&self, v: usize, rng: &mut Rng, out: &mut [f32]) {
         let vol = &self.volumes[v];
@@ -380,7 +404,8 @@ impl SliceSampler {
         let rho = vol.ball.radius_mm;
         let (lo, hi) = vol.offset_range(frame.n);
         let t = rng.range(lo, hi);
-        let plane = Plane::centered(vol.ball.center_mm, &frame, t, rho, p);
+        let zoom = self.zoom(rng);
+        let plane = Plane::centered(vol.ball.center_mm, &frame, t, rho, p).zoomed(zoom);
         vol.sample(&plane, out);
         if self.config.augment.enabled {
             augment(out, p, &self.config.augment, rng);
@@ -418,9 +443,10 @@ impl SliceSampler {
                 let spacing = (hi - lo) / per_bag as f64;
                 let jitter = rng.range(0.0, spacing);
                 let aug_seed = rng.next_u64();
+                let zoom = self.zoom(&mut rng);
                 for (j, out) in bag.chunks_exact_mut(per).enumerate() {
                     let t = lo + jitter + j as f64 * spacing;
-                    let plane = Plane::centered(vol.ball.center_mm, &frame, t, rho, p);
+                    let plane = Plane::centered(vol.ball.center_mm, &frame, t, rho, p).zoomed(zoom);
                     vol.sample(&plane, out);
                     if self.config.augment.enabled {
                         augment(
@@ -479,6 +505,9 @@ pub fn augment(x: &mut [f32], pixels: usize, a: &Augment, rng: &mut Rng) {
             row.reverse();
         }
     }
+    if a.elastic > 0.0 {
+        warp(x, pixels, a.elastic, rng);
+    }
     if a.blur > 0.0 {
         let sigma = rng.range(0.0, a.blur as f64);
         if sigma > 0.05 {
@@ -488,6 +517,52 @@ pub fn augment(x: &mut [f32], pixels: usize, a: &Augment, rng: &mut Rng) {
             }
         }
     }
+}
+
+/// Control points per side of [`warp`]'s displacement grid.
+const WARP_GRID: usize = 4;
+
+/// Resamples every `p x p` channel of `x` through one smooth random
+/// displacement field: Gaussian displacements of standard deviation
+/// `sigma` pixels on a [`WARP_GRID`]^2 grid spanning the slice,
+/// interpolated bilinearly to every pixel; values are read bilinearly, edges
+/// clamped, so every output lies within the input's range.
+fn warp(x: &mut [f32], p: usize, sigma: f32, rng: &mut Rng) {
+    let g = WARP_GRID;
+    let grid: Vec<[f32; 2]> = (0..g * g)
+        .map(|_| [0, 1].map(|_| sigma * rng.normal() as f32))
+        .collect();
+    let span = (p.max(2) - 1) as f32;
+    let lerp = |t: f32| -> (usize, usize, f32) {
+        let u = (t / span * (g - 1) as f32).clamp(0.0, (g - 1) as f32);
+        let i = (u.floor() as usize).min(g - 2);
+        (i, i + 1, u - i as f32)
+    };
+    let clamp = |v: f32| v.clamp(0.0, span);
+    let pp = p * p;
+    let mut out = vec![0.0f32; x.len()];
+    for r in 0..p {
+        let (r0, r1, fr) = lerp(r as f32);
+        for c in 0..p {
+            let (c0, c1, fc) = lerp(c as f32);
+            let d = |k: usize| {
+                let at = |i: usize, j: usize| grid[i * g + j][k];
+                (1.0 - fr) * ((1.0 - fc) * at(r0, c0) + fc * at(r0, c1))
+                    + fr * ((1.0 - fc) * at(r1, c0) + fc * at(r1, c1))
+            };
+            let (y, xx) = (clamp(r as f32 + d(0)), clamp(c as f32 + d(1)));
+            let (y0, x0) = (y.floor() as usize, xx.floor() as usize);
+            let (y1, x1) = ((y0 + 1).min(p - 1), (x0 + 1).min(p - 1));
+            let (fy, fx) = (y - y0 as f32, xx - x0 as f32);
+            for ch in 0..x.len() / pp {
+                let img = &x[ch * pp..(ch + 1) * pp];
+                out[ch * pp + r * p + c] = (1.0 - fy)
+                    * ((1.0 - fx) * img[y0 * p + x0] + fx * img[y0 * p + x1])
+                    + fy * ((1.0 - fx) * img[y1 * p + x0] + fx * img[y1 * p + x1]);
+            }
+        }
+    }
+    x.copy_from_slice(&out);
 }
 
 /// Normalised Gaussian taps `[-r, r]`, `r = ceil(3 sigma)`.
@@ -721,6 +796,49 @@ mod tests {
             ..SamplingConfig::default()
         };
         assert!(PreparedVolume::new("x", &case.image, None, &bad).is_err());
+    }
+
+    #[test]
+    fn a_warp_moves_pixels_smoothly_within_the_input_range() {
+        let p = 32;
+        let img: Vec<f32> = (0..p * p)
+            .map(|i| ((i % p) as f32 * 0.3).sin() + (i / p) as f32 * 0.05)
+            .collect();
+        let (lo, hi) = img
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        // No displacement: the same slice.
+        let mut same = img.clone();
+        warp(&mut same, p, 0.0, &mut Rng::new(3));
+        assert!(same.iter().zip(&img).all(|(a, b)| (a - b).abs() < 1e-6));
+        let mut moved = img.clone();
+        warp(&mut moved, p, 2.0, &mut Rng::new(3));
+        assert!(moved.iter().all(|&v| v >= lo - 1e-6 && v <= hi + 1e-6));
+        let changed = moved
+            .iter()
+            .zip(&img)
+            .filter(|(a, b)| (*a - *b).abs() > 1e-3)
+            .count();
+        assert!(changed > p * p / 2, "{changed} pixels moved");
+        // Smooth: a point moves by about as much as its neighbour does, so a
+        // linear ramp stays nearly linear (second differences stay small).
+        let ramp: Vec<f32> = (0..p * p).map(|i| (i % p) as f32).collect();
+        let mut r = ramp.clone();
+        warp(&mut r, p, 2.0, &mut Rng::new(4));
+        for row in r.chunks_exact(p) {
+            // (Away from the edges, where reads are clamped.)
+            for w in row
+                .windows(3)
+                .filter(|w| w.iter().all(|&v| v > 1.0 && v < (p - 2) as f32))
+            {
+                assert!((w[0] - 2.0 * w[1] + w[2]).abs() < 0.6, "{w:?}");
+            }
+        }
+        // Every channel moves alike.
+        let mut two: Vec<f32> = img.iter().chain(img.iter()).copied().collect();
+        warp(&mut two, p, 2.0, &mut Rng::new(3));
+        assert_eq!(&two[..p * p], &moved[..]);
+        assert_eq!(&two[p * p..], &moved[..]);
     }
 
     #[test]
