@@ -624,24 +624,10 @@ fn figures(
         }
         let case = case_name(&mask_path);
         let mask = read_image(&mask_path)?.volume;
-        let voxels: Vec<usize> = mask
-            .data()
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| **v > 0.0)
-            .map(|(i, _)| i)
-            .collect();
-        if voxels.is_empty() {
+        let (c, lesion) = html::focus(&mask);
+        if !lesion {
             continue;
         }
-        let [nx, ny, _] = mask.shape();
-        let c = [0, 1, 2].map(|a| {
-            let s: usize = voxels
-                .iter()
-                .map(|&i| [i % nx, (i / nx) % ny, i / (nx * ny)][a])
-                .sum();
-            s / voxels.len()
-        });
         let image = read_image(&data.join("imagesTs").join(format!("{case}.nii.gz")))?.volume;
         let range = render::window(&image);
         let planes = [Plane::Axial, Plane::Coronal, Plane::Sagittal];

@@ -67,6 +67,31 @@ fn setup_trained(dir: &Path) {
     .ok();
 }
 
+/// `tonno segment` of the trained run on `input` into `out` at 4 directions
+/// x 8 slices, with `extra` flags.
+fn segment_small(dir: &Path, input: &str, out: &str, extra: &[&str]) -> common::Run {
+    tonno(
+        dir,
+        &[
+            &[
+                "segment",
+                "--model",
+                "run",
+                "--input",
+                input,
+                "--out",
+                out,
+                "--directions",
+                "4",
+                "--slices",
+                "8",
+            ][..],
+            extra,
+        ]
+        .concat(),
+    )
+}
+
 /// Starts tonno in `dir` without waiting for it (to kill it mid-run).
 fn spawn_tonno(dir: &Path, args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_tonno"))
@@ -293,28 +318,8 @@ fn the_gate_empties_the_masks_of_scans_called_negative_and_needs_a_stored_thresh
         .unwrap()
         .path();
     let case = tonno_core_case(&input);
-    let segment = |out: &str, extra: &[&str]| {
-        tonno(
-            dir.path(),
-            &[
-                &[
-                    "segment",
-                    "--model",
-                    "run",
-                    "--input",
-                    input.to_str().unwrap(),
-                    "--out",
-                    out,
-                    "--directions",
-                    "4",
-                    "--slices",
-                    "8",
-                ][..],
-                extra,
-            ]
-            .concat(),
-        )
-    };
+    let segment =
+        |out: &str, extra: &[&str]| segment_small(dir.path(), input.to_str().unwrap(), out, extra);
     // A threshold above any score calls the scan negative: an empty mask,
     // while its heatmap is kept as it is.
     let path = dir.path().join("run/decision.json");
@@ -547,28 +552,7 @@ fn shards_segment_each_case_once_and_eval_reads_their_answers_together() {
     // More parts than cases: some parts get none and say so with an empty
     // answer file.
     let parts = cases + 2;
-    let segment = |out: &str, extra: &[&str]| {
-        tonno(
-            d,
-            &[
-                &[
-                    "segment",
-                    "--model",
-                    "run",
-                    "--input",
-                    "d/imagesTs",
-                    "--out",
-                    out,
-                    "--directions",
-                    "4",
-                    "--slices",
-                    "8",
-                ][..],
-                extra,
-            ]
-            .concat(),
-        )
-    };
+    let segment = |out: &str, extra: &[&str]| segment_small(d, "d/imagesTs", out, extra);
     segment("whole", &[]).ok();
     let mut seen = Vec::new();
     for i in 0..parts {
