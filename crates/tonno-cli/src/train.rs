@@ -93,11 +93,12 @@ impl TrainObserver for Bar {
     fn epoch(&self, m: &EpochMetrics) {
         let f = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.3}"));
         self.0.println(format!(
-            "epoch {:>3}: loss {:.4}, val AUROC max {} mean {}{}, {:.0} slices/s",
+            "epoch {:>3}: loss {:.4}, val AUROC max {} mean {} gap {}{}, {:.0} slices/s",
             m.epoch,
             m.train_loss,
             f(m.val_auroc_max),
             f(m.val_auroc_mean),
+            f(m.val_auroc_gap),
             if m.best { " (best)" } else { "" },
             m.train_slices_per_s
         ));

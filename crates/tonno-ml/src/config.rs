@@ -22,12 +22,26 @@ pub enum Objective {
     /// a bag of `bag` parallel slices spanning the volume, so slices that miss
     /// the lesion are not forced positive (docs/METHOD.md section 4, beyond
     /// the paper). Pooling is log-sum-exp with sharpness `r` (`r -> inf`: max).
-    Mil { bag: usize, r: f32 },
+    /// With `relative`, the bag's logit is the output layer's bias plus how
+    /// far that pool stands out from the mean of the bag's slices, so that a
+    /// feature every slice of a scan shows (its contrast, its anatomy)
+    /// cannot carry the label: only slices that differ from the rest of
+    /// their own scan can (docs/METHOD.md section 4).
+    Mil {
+        bag: usize,
+        r: f32,
+        #[serde(default)]
+        relative: bool,
+    },
 }
 
 impl Default for Objective {
     fn default() -> Self {
-        Self::Mil { bag: 8, r: 4.0 }
+        Self::Mil {
+            bag: 8,
+            r: 4.0,
+            relative: false,
+        }
     }
 }
 
@@ -180,7 +194,18 @@ impl TrainConfig {
                 "at least 2, one slice of each label",
             ));
         }
-        if let Objective::Mil { bag, r } = self.objective {
+        if let Objective::Mil { bag, r, relative } = self.objective {
+            if relative && self.selection != Aggregate::Gap {
+                return Err(Error::invalid(
+                    "selection",
+                    format!(
+                        "\"{}\" with the MIL objective's relative = true: an encoder trained \
+                         relative to each bag's mean gives scans no common logit level, so it is \
+                         scored by selection = \"gap\" (the largest slice logit minus the mean)",
+                        self.selection.config_name()
+                    ),
+                ));
+            }
             if bag == 0 || bag > self.batch_size / 2 || !self.batch_size.is_multiple_of(bag) {
                 return Err(Error::invalid(
                     "batch_size",
@@ -250,6 +275,7 @@ mod tests {
             objective: Objective::Mil {
                 bag: usize::MAX / 2 + 1,
                 r: 4.0,
+                relative: false,
             },
             ..TrainConfig::default()
         };
@@ -261,5 +287,38 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().to_string().contains("epochs"));
         assert!(TrainConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_relative_objective_is_scored_by_the_gap_only() {
+        let relative = |selection| TrainConfig {
+            objective: Objective::Mil {
+                bag: 8,
+                r: 4.0,
+                relative: true,
+            },
+            selection,
+            ..TrainConfig::default()
+        };
+        assert!(relative(Aggregate::Gap).validate().is_ok());
+        for s in [Aggregate::Max, Aggregate::Mean] {
+            let e = relative(s).validate().unwrap_err().to_string();
+            assert!(e.contains("selection = \"gap\""), "{e}");
+        }
+        let toml =
+            "selection = \"gap\"\n[objective]\nkind = \"mil\"\nbag = 8\nr = 4.0\nrelative = true\n";
+        let c: TrainConfig = toml::from_str(toml).unwrap();
+        assert_eq!(c, relative(Aggregate::Gap));
+        // Configs written before `relative` existed still read, as before.
+        let c: TrainConfig =
+            toml::from_str("[objective]\nkind = \"mil\"\nbag = 8\nr = 4.0\n").unwrap();
+        assert_eq!(
+            c.objective,
+            Objective::Mil {
+                bag: 8,
+                r: 4.0,
+                relative: false
+            }
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The volume-level answer: a scan's score and the decision threshold on it.
 //!
-//! A scan's score is the largest (or the mean) logit of the encoder over a
+//! A scan's score is the largest (or the mean, or the largest minus the
+//! mean) logit of the encoder over a
 //! fixed set of slices through its foreground: `directions` Fibonacci
 //! directions x `slices` offsets, the set validation scores during training
 //! ([`PreparedVolume::validation_planes`]). The threshold is chosen at the
@@ -29,14 +30,20 @@ pub enum Aggregate {
     Max,
     /// The mean slice logit.
     Mean,
+    /// The largest slice logit minus the mean one: how far the most
+    /// suspicious slice stands out from the rest of its own scan, which a
+    /// property shared by all of a scan's slices does not move (the score of
+    /// an encoder trained with the relative MIL objective).
+    Gap,
 }
 
 impl Aggregate {
     /// The AUROC this aggregate selects on, chance (0.5) when undefined.
-    pub(crate) fn pick(self, max: Option<f64>, mean: Option<f64>) -> f64 {
+    pub(crate) fn pick(self, max: Option<f64>, mean: Option<f64>, gap: Option<f64>) -> f64 {
         match self {
             Self::Max => max,
             Self::Mean => mean,
+            Self::Gap => gap,
         }
         .unwrap_or(0.5)
     }
@@ -159,6 +166,16 @@ impl Aggregate {
         match self {
             Self::Max => "largest",
             Self::Mean => "mean",
+            Self::Gap => "largest-minus-mean",
+        }
+    }
+
+    /// The value of `selection` in a training config.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Self::Max => "max",
+            Self::Mean => "mean",
+            Self::Gap => "gap",
         }
     }
 
@@ -168,6 +185,7 @@ impl Aggregate {
         match self {
             Self::Max => max,
             Self::Mean => mean,
+            Self::Gap => max - mean,
         }
     }
 }

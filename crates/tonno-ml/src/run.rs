@@ -136,6 +136,10 @@ pub struct EpochMetrics {
     pub sampler_wait_s: f64,
     pub val_auroc_max: Option<f64>,
     pub val_auroc_mean: Option<f64>,
+    /// By the largest slice logit minus the mean one (absent in runs from
+    /// before it was measured).
+    #[serde(default)]
+    pub val_auroc_gap: Option<f64>,
     /// The selection score: the mean over the last `selection_window`
     /// epochs of the selected AUROC (`None` before `selection_start`).
     #[serde(default)]

@@ -339,7 +339,7 @@ fn volume_scores(
     Ok((maxes, means))
 }
 
-/// Volume-level AUROC of the max and mean slice logits.
+/// Volume-level AUROC of the max, the mean and the max-minus-mean slice logits.
 fn validate(
     model: &Encoder,
     device: &Device,
@@ -347,10 +347,22 @@ fn validate(
     val: &[PreparedVolume],
     channels: usize,
     p: usize,
-) -> Result<(Option<f64>, Option<f64>)> {
+) -> Result<ValAurocs> {
     let (maxes, means) = volume_scores(model, device, slices, channels, p)?;
+    let gaps: Vec<f64> = maxes.iter().zip(&means).map(|(a, b)| a - b).collect();
     let labels: Vec<bool> = val.iter().map(|v| v.label == Some(true)).collect();
-    Ok((auroc(&maxes, &labels), auroc(&means, &labels)))
+    Ok(ValAurocs {
+        max: auroc(&maxes, &labels),
+        mean: auroc(&means, &labels),
+        gap: auroc(&gaps, &labels),
+    })
+}
+
+/// One epoch's validation AUROC by each scan score.
+struct ValAurocs {
+    max: Option<f64>,
+    mean: Option<f64>,
+    gap: Option<f64>,
 }
 
 fn check_writable(run: &Path) -> Result<()> {
@@ -701,7 +713,7 @@ impl Trainer<'_> {
     ) -> Result<()> {
         let train_secs = epoch_start.elapsed().as_secs_f64();
         let (c, p) = (val.channels, self.config.sampling.slice_size);
-        let (au_max, au_mean) = validate(
+        let au = validate(
             self.model.get(),
             &self.device,
             &val.slices,
@@ -709,7 +721,7 @@ impl Trainer<'_> {
             c,
             p,
         )?;
-        let auroc = self.config.selection.pick(au_max, au_mean);
+        let auroc = self.config.selection.pick(au.max, au.mean, au.gap);
         let state = &mut self.state;
         state.epoch += 1;
         let score = selection_score(&self.history, auroc, state.epoch, &self.config);
@@ -730,8 +742,9 @@ impl Trainer<'_> {
             train_loss: steps.loss_sum / steps.steps.max(1) as f64,
             train_slices_per_s: (steps.steps * bs) as f64 / train_secs,
             sampler_wait_s: steps.sampler_wait_s,
-            val_auroc_max: au_max,
-            val_auroc_mean: au_mean,
+            val_auroc_max: au.max,
+            val_auroc_mean: au.mean,
+            val_auroc_gap: au.gap,
             val_score: score,
             best,
             seconds: epoch_start.elapsed().as_secs_f64(),
@@ -749,12 +762,13 @@ impl Trainer<'_> {
             &serde_json::to_string_pretty(&self.history).expect("metrics serialise"),
         )?;
         self.dir.log_line(&format!(
-            "epoch {:>3}  step {:>6}  loss {:.4}  val AUROC max {}  mean {}{}  {:.0} slices/s",
+            "epoch {:>3}  step {:>6}  loss {:.4}  val AUROC max {}  mean {}  gap {}{}  {:.0} slices/s",
             m.epoch,
             m.step,
             m.train_loss,
             fmt_opt(m.val_auroc_max),
             fmt_opt(m.val_auroc_mean),
+            fmt_opt(m.val_auroc_gap),
             if best { "  *best*" } else { "" },
             m.train_slices_per_s
         ))?;
@@ -814,7 +828,7 @@ impl Trainer<'_> {
             state.best_score = self.history.last().map_or(0.5, |m| {
                 self.config
                     .selection
-                    .pick(m.val_auroc_max, m.val_auroc_mean)
+                    .pick(m.val_auroc_max, m.val_auroc_mean, m.val_auroc_gap)
             });
             dir.log_line(&format!(
                 "no epoch after the first {:.0}% of the schedule was reached; model.bpk is the last epoch's",
@@ -870,17 +884,22 @@ impl Trainer<'_> {
         }
         let p = self.config.sampling.slice_size;
         let slices = validation_slices(test, &self.config)?;
-        let (au_max, au_mean) = validate(best, &self.device, &slices, test, c, p)?;
+        let au = validate(best, &self.device, &slices, test, c, p)?;
         let msg = format!(
-            "best model (epoch {}) on the {} labelled test cases (imagesTs; never used for training or selection): AUROC max {}  mean {}",
+            "best model (epoch {}) on the {} labelled test cases (imagesTs; never used for training or selection): AUROC max {}  mean {}  gap {}",
             self.state.best_epoch,
             test.len(),
-            fmt_opt(au_max),
-            fmt_opt(au_mean)
+            fmt_opt(au.max),
+            fmt_opt(au.mean),
+            fmt_opt(au.gap)
         );
         self.dir.log_line(&msg)?;
         self.observer.message(&msg);
-        Ok(au_max)
+        Ok(match self.config.selection {
+            Aggregate::Max => au.max,
+            Aggregate::Mean => au.mean,
+            Aggregate::Gap => au.gap,
+        })
     }
 }
 
@@ -901,6 +920,7 @@ fn store_decision(
     let scores = match config.selection {
         Aggregate::Max => maxes,
         Aggregate::Mean => means,
+        Aggregate::Gap => maxes.iter().zip(&means).map(|(a, b)| a - b).collect(),
     };
     let labels: Vec<bool> = val.iter().map(|v| v.label == Some(true)).collect();
     let op = match youden_threshold(&scores, &labels) {
@@ -941,7 +961,11 @@ fn selection_score(
         .iter()
         .rev()
         .take(config.selection_window - 1)
-        .map(|m| config.selection.pick(m.val_auroc_max, m.val_auroc_mean));
+        .map(|m| {
+            config
+                .selection
+                .pick(m.val_auroc_max, m.val_auroc_mean, m.val_auroc_gap)
+        });
     let values: Vec<f64> = earlier.chain([auroc]).collect();
     Some(values.iter().sum::<f64>() / values.len() as f64)
 }
@@ -994,7 +1018,10 @@ impl TrainStep {
         let logits = model.forward(x);
         let pooled = match self.objective {
             Objective::Slices => logits,
-            Objective::Mil { bag, r } => lse_pool(logits.reshape([n / bag, bag]), r),
+            Objective::Mil { bag, r, relative } => {
+                let bias = relative.then(|| model.output_bias());
+                mil_pool(logits.reshape([n / bag, bag]), r, bias)
+            }
         };
         let loss = self.bce.forward(pooled, y);
         let l = loss.clone().into_scalar::<f32>() as f64;
@@ -1009,6 +1036,20 @@ impl std::fmt::Debug for TrainStep {
         f.debug_struct("TrainStep")
             .field("objective", &self.objective)
             .finish_non_exhaustive()
+    }
+}
+
+/// A MIL bag's logit from its slices' `(bags, n)` logits, `(bags, 1)`: their
+/// log-sum-exp pool, or with `relative_to` (the output layer's bias) that
+/// pool minus the bag's mean logit plus the bias, which adding one constant
+/// to every logit of a bag leaves as it is.
+fn mil_pool(logits: Tensor<2>, r: f32, relative_to: Option<Tensor<1>>) -> Tensor<2> {
+    match relative_to {
+        None => lse_pool(logits, r),
+        Some(bias) => {
+            let mean = logits.clone().mean_dim(1);
+            lse_pool(logits, r) - mean + bias.reshape([1, 1])
+        }
     }
 }
 
@@ -1038,9 +1079,52 @@ mod tests {
             sampler_wait_s: 0.0,
             val_auroc_max: Some(auroc),
             val_auroc_mean: Some(0.5),
+            val_auroc_gap: Some(0.5),
             val_score: None,
             best: false,
             seconds: 0.0,
+        }
+    }
+
+    fn pooled(logits: &[f32], bags: usize, r: f32, bias: Option<f32>) -> Vec<f32> {
+        let device = Device::default();
+        let l = Tensor::<2>::from_data(
+            TensorData::new(logits.to_vec(), [bags, logits.len() / bags]),
+            &device,
+        );
+        let b = bias.map(|b| Tensor::<1>::from_data(TensorData::new(vec![b], [1]), &device));
+        mil_pool(l, r, b).into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn relative_mil_ignores_what_every_slice_of_a_bag_shares() {
+        let bags = [0.5, -1.0, 3.0, 0.0, 2.0, 2.0, 2.0, 2.0];
+        let shifted: Vec<f32> = bags
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l + if i < 4 { 7.5 } else { -3.0 })
+            .collect();
+        for r in [1.0, 4.0] {
+            let a = pooled(&bags, 2, r, Some(-1.25));
+            let b = pooled(&shifted, 2, r, Some(-1.25));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-5, "{a:?} against {b:?}");
+            }
+            // A bag of equal slices stands out from nothing: the bias alone.
+            assert!((a[1] + 1.25).abs() < 1e-6, "{a:?}");
+            // log(mean(exp(r l))) / r, by hand, minus the mean 0.625.
+            let lse = ([0.5f32, -1.0, 3.0, 0.0]
+                .iter()
+                .map(|l| (r * l).exp())
+                .sum::<f32>()
+                / 4.0)
+                .ln()
+                / r;
+            assert!((a[0] - (lse - 0.625 - 1.25)).abs() < 1e-5, "{a:?}");
+            // Without it the shift passes through.
+            let a = pooled(&bags, 2, r, None);
+            let b = pooled(&shifted, 2, r, None);
+            assert!((b[0] - a[0] - 7.5).abs() < 1e-4 && (b[1] - a[1] + 3.0).abs() < 1e-4);
         }
     }
 

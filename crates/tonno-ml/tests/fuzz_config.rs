@@ -96,7 +96,11 @@ const TOML_TOKENS: &[&str] = &[
 
 fn run_config() -> RunConfig {
     let train = TrainConfig {
-        objective: Objective::Mil { bag: 8, r: 4.0 },
+        objective: Objective::Mil {
+            bag: 8,
+            r: 4.0,
+            relative: false,
+        },
         max_minutes: Some(20.0),
         ..TrainConfig::default()
     };

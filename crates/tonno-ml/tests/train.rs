@@ -7,6 +7,8 @@ use std::path::Path;
 
 use common::{dataset, small_config};
 use tonno_core::io::dataset::LabelSource;
+use tonno_ml::config::Objective;
+use tonno_ml::decision::Aggregate;
 use tonno_ml::run::EpochMetrics;
 use tonno_ml::train::{DataSpec, RunMode, Silent, train};
 
@@ -62,6 +64,31 @@ fn learns_lesions_from_volume_labels_and_is_reproducible() {
     ] {
         assert!(tmp.path().join("a").join(f).exists(), "{f}");
     }
+}
+
+#[test]
+fn the_relative_objective_learns_and_scores_scans_by_the_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(&tmp.path().join("data"), 24, (0.5, 0.8));
+    let mut config = small_config();
+    config.objective = Objective::Mil {
+        bag: 8,
+        r: 4.0,
+        relative: true,
+    };
+    config.selection = Aggregate::Gap;
+    let run = tmp.path().join("rel");
+    let summary = train(&data, &run, config, RunMode::New, &Silent).unwrap();
+    assert!(
+        summary.best_score >= 0.9,
+        "best validation AUROC {}",
+        summary.best_score
+    );
+    let m = metrics(&run);
+    assert!(m.iter().all(|e| e.val_auroc_gap.is_some()));
+    let decision: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("decision.json")).unwrap()).unwrap();
+    assert_eq!(decision["aggregate"], "gap", "{decision}");
 }
 
 #[test]

@@ -71,6 +71,11 @@ impl SmallCnn {
         self.fc.weight.val()
     }
 
+    /// The linear layer's bias `(d_out)`, zeros when it has none.
+    pub fn fc_bias(&self) -> Tensor<1> {
+        super::linear_bias(&self.fc)
+    }
+
     /// Number of feature stages.
     pub fn stages(&self) -> usize {
         self.blocks.len()

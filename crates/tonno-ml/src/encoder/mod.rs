@@ -203,6 +203,15 @@ impl Encoder {
         }
     }
 
+    /// The linear head's bias, one per class: the part of every slice's
+    /// logit that no slice's content moves.
+    pub fn output_bias(&self) -> Tensor<1> {
+        match self {
+            Self::Cnn(m) => m.fc_bias(),
+            Self::ResNet(m) => m.fc_bias(),
+        }
+    }
+
     /// The linear head's weights for `class` (one per channel of the last stage).
     pub fn class_weights(&self, class: usize) -> Vec<f32> {
         let w = match self {
@@ -222,6 +231,15 @@ impl Encoder {
     pub fn default_layercam_stage(&self) -> usize {
         self.stages().saturating_sub(1).max(1)
     }
+}
+
+/// A linear layer's bias `(d_out)`, zeros when it has none.
+fn linear_bias(fc: &burn::nn::Linear) -> Tensor<1> {
+    let w = fc.weight.val();
+    let [_, d_out] = w.dims();
+    fc.bias
+        .as_ref()
+        .map_or_else(|| Tensor::zeros([d_out], &w.device()), |b| b.val())
 }
 
 #[cfg(test)]

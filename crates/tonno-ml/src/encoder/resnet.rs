@@ -132,6 +132,11 @@ impl ResNet {
         self.fc.weight.val()
     }
 
+    /// The linear layer's bias `(d_out)`, zeros when it has none.
+    pub fn fc_bias(&self) -> Tensor<1> {
+        super::linear_bias(&self.fc)
+    }
+
     /// Number of feature stages after the stem.
     pub fn stages(&self) -> usize {
         4

@@ -40,6 +40,10 @@ pub fn small_config() -> TrainConfig {
         ..TrainConfig::default()
     };
     c.sampling.slice_size = 32;
-    c.objective = Objective::Mil { bag: 8, r: 4.0 };
+    c.objective = Objective::Mil {
+        bag: 8,
+        r: 4.0,
+        relative: false,
+    };
     c
 }
