@@ -40,12 +40,11 @@ pub fn encoder_throughput(
 ) -> Result<EncoderBench> {
     let plain = device.open()?;
     let ad = plain.clone().autodiff();
-    ad.seed(0);
     let cfg = EncoderConfig {
         kind,
         ..EncoderConfig::default()
     };
-    let mut model = cfg.init(&ad)?;
+    let mut model = crate::encoder::init_seeded(&ad, 0, || cfg.init(&ad))?;
     let parameters = model.num_params();
     // The default training's step (its objective and weight decay) on a
     // batch of this size.
@@ -150,7 +149,6 @@ pub fn compare_with_cpu(
     let cpu = DeviceChoice::Cpu.open()?;
     let dev = device.open()?;
     let (cpu_ad, dev_ad) = (cpu.clone().autodiff(), dev.clone().autodiff());
-    cpu_ad.seed(1);
     let cfg = EncoderConfig {
         kind,
         ..EncoderConfig::default()
@@ -171,7 +169,8 @@ pub fn compare_with_cpu(
         }
     }
     let _cleanup = RemoveOnDrop(weights.clone());
-    crate::run::save_weights(&cfg.init(&cpu_ad)?, &weights)?;
+    let initial = crate::encoder::init_seeded(&cpu_ad, 1, || cfg.init(&cpu_ad))?;
+    crate::run::save_weights(&initial, &weights)?;
     let model_cpu = crate::run::load_weights(&cfg, &weights, &cpu_ad)?;
     let model_dev = crate::run::load_weights(&cfg, &weights, &dev_ad)?;
     let p = slice_size;

@@ -148,7 +148,6 @@ mod tests {
 
     fn encoder(pooling: Pooling) -> (Encoder, Device) {
         let device = Device::flex();
-        device.seed(7);
         let cfg = EncoderConfig {
             kind: EncoderKind::Cnn,
             in_channels: 1,
@@ -156,7 +155,8 @@ mod tests {
             cnn_width: 4,
             pooling,
         };
-        (cfg.init(&device).unwrap().valid(), device)
+        let encoder = crate::encoder::init_seeded(&device, 7, || cfg.init(&device)).unwrap();
+        (encoder.valid(), device)
     }
 
     fn input(device: &Device) -> Tensor<4> {

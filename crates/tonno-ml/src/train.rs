@@ -408,14 +408,14 @@ pub fn train(
     };
     let device = config.device.open()?;
     let ad = device.clone().autodiff();
-    ad.seed(config.seed);
+    let model = crate::encoder::init_seeded(&ad, config.seed, || match &config.pretrained {
+        Some(path) if resume_state.is_none() => {
+            crate::encoder::pretrained::load_torchvision(&encoder_cfg, path, &ad)
+        }
+        _ => encoder_cfg.init(&ad),
+    })?;
     let mut t = Trainer {
-        model: Slot::Ready(match &config.pretrained {
-            Some(path) if resume_state.is_none() => {
-                crate::encoder::pretrained::load_torchvision(&encoder_cfg, path, &ad)?
-            }
-            _ => encoder_cfg.init(&ad)?,
-        }),
+        model: Slot::Ready(model),
         stepper: TrainStep::new(&config, &ad),
         state: CheckpointState {
             epoch: 0,

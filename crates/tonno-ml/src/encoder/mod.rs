@@ -233,6 +233,31 @@ impl Encoder {
     }
 }
 
+/// The encoder `init` makes, with `device`'s random generator seeded by
+/// `seed` and every weight drawn before this returns, with no other seeded
+/// initialisation of this process in between. burn keeps one generator per
+/// backend and draws a weight lazily, when it is first used, so two trainings
+/// started together (as tests run) would otherwise draw each other's numbers
+/// and neither would be reproducible.
+pub fn init_seeded(
+    device: &Device,
+    seed: u64,
+    init: impl FnOnce() -> Result<Encoder>,
+) -> Result<Encoder> {
+    struct Materialise;
+    impl burn::module::ModuleVisitor for Materialise {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            param.val();
+        }
+    }
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    let encoder = init()?;
+    encoder.visit(&mut Materialise);
+    Ok(encoder)
+}
+
 /// A linear layer's bias `(d_out)`, zeros when it has none.
 fn linear_bias(fc: &burn::nn::Linear) -> Tensor<1> {
     let w = fc.weight.val();
