@@ -40,12 +40,21 @@ pub enum Aggregate {
 impl Aggregate {
     /// The AUROC this aggregate selects on, chance (0.5) when undefined.
     pub(crate) fn pick(self, max: Option<f64>, mean: Option<f64>, gap: Option<f64>) -> f64 {
+        self.auroc(max, mean, gap).unwrap_or(0.5)
+    }
+
+    /// Of the AUROCs by each aggregate, this one's.
+    pub(crate) fn auroc(
+        self,
+        max: Option<f64>,
+        mean: Option<f64>,
+        gap: Option<f64>,
+    ) -> Option<f64> {
         match self {
             Self::Max => max,
             Self::Mean => mean,
             Self::Gap => gap,
         }
-        .unwrap_or(0.5)
     }
 }
 
@@ -182,6 +191,11 @@ impl Aggregate {
     /// The score of one volume from its slice logits.
     pub fn of(self, logits: &[f32]) -> f64 {
         let (max, mean) = max_and_mean(logits);
+        self.of_max_and_mean(max, mean)
+    }
+
+    /// The score of one volume from its largest and mean slice logit.
+    pub fn of_max_and_mean(self, max: f64, mean: f64) -> f64 {
         match self {
             Self::Max => max,
             Self::Mean => mean,

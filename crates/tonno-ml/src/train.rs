@@ -349,7 +349,11 @@ fn validate(
     p: usize,
 ) -> Result<ValAurocs> {
     let (maxes, means) = volume_scores(model, device, slices, channels, p)?;
-    let gaps: Vec<f64> = maxes.iter().zip(&means).map(|(a, b)| a - b).collect();
+    let gaps: Vec<f64> = maxes
+        .iter()
+        .zip(&means)
+        .map(|(&max, &mean)| Aggregate::Gap.of_max_and_mean(max, mean))
+        .collect();
     let labels: Vec<bool> = val.iter().map(|v| v.label == Some(true)).collect();
     Ok(ValAurocs {
         max: auroc(&maxes, &labels),
@@ -895,11 +899,7 @@ impl Trainer<'_> {
         );
         self.dir.log_line(&msg)?;
         self.observer.message(&msg);
-        Ok(match self.config.selection {
-            Aggregate::Max => au.max,
-            Aggregate::Mean => au.mean,
-            Aggregate::Gap => au.gap,
-        })
+        Ok(self.config.selection.auroc(au.max, au.mean, au.gap))
     }
 }
 
@@ -917,11 +917,11 @@ fn store_decision(
 ) -> Result<Option<Decision>> {
     let p = config.sampling.slice_size;
     let (maxes, means) = volume_scores(best, device, val_slices, channels, p)?;
-    let scores = match config.selection {
-        Aggregate::Max => maxes,
-        Aggregate::Mean => means,
-        Aggregate::Gap => maxes.iter().zip(&means).map(|(a, b)| a - b).collect(),
-    };
+    let scores: Vec<f64> = maxes
+        .iter()
+        .zip(&means)
+        .map(|(&max, &mean)| config.selection.of_max_and_mean(max, mean))
+        .collect();
     let labels: Vec<bool> = val.iter().map(|v| v.label == Some(true)).collect();
     let op = match youden_threshold(&scores, &labels) {
         Ok(op) => op,
