@@ -152,6 +152,16 @@ fn killed_training_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted
             a["epoch"]
         );
     }
+    // The weight average resumed too: the best model's validation logits,
+    // hence its decision threshold, are the uninterrupted run's.
+    let decision = |run: &str| {
+        let d: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(run).join("decision.json")).unwrap(),
+        )
+        .unwrap();
+        d["threshold"].as_f64().unwrap()
+    };
+    assert_eq!(decision("full"), decision("cut"));
     let log = std::fs::read_to_string(dir.path().join("cut/train.log")).unwrap();
     assert!(log.contains("resumed after epoch"), "{log}");
     // An existing run is not replaced without --force.

@@ -2,6 +2,7 @@
 //! inference (ToNNO and the CAM methods). The only tonno crate that depends
 //! on the deep-learning framework (burn).
 
+pub mod average;
 pub mod bench;
 pub mod cam;
 pub mod config;

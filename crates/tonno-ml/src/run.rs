@@ -163,6 +163,10 @@ pub struct CheckpointState {
     pub seconds: f64,
     /// The checkpoint folder, relative to the run folder.
     pub folder: String,
+    /// Optimiser steps folded into the weight average (`average.bpk` in the
+    /// checkpoint folder); 0 in checkpoints written before it existed.
+    #[serde(default)]
+    pub average_updates: u64,
 }
 
 /// Paths inside a run folder.
@@ -202,6 +206,9 @@ impl RunDir {
         self.root.join("checkpoints")
     }
     /// Folder of epoch `epoch`'s checkpoint, relative to the run folder.
+    /// The weight average's file in a checkpoint folder.
+    pub const AVERAGE: &str = "average.bpk";
+
     pub fn checkpoint_folder(epoch: usize) -> String {
         format!("checkpoints/epoch-{epoch:04}")
     }
@@ -329,12 +336,14 @@ impl RunDir {
         }
     }
 
-    /// Writes the epoch's folder whole, then the state that names it, then
+    /// Writes the epoch's folder whole (the weights, the optimiser and the
+    /// weight average when there is one), then the state that names it, then
     /// removes older folders: a kill at any point leaves a consistent checkpoint.
     pub fn save_checkpoint(
         &self,
         model: &Encoder,
         optim: &burn::optim::ModuleOptimizer,
+        average: Option<&Encoder>,
         state: &CheckpointState,
     ) -> Result<()> {
         let dir = self;
@@ -346,6 +355,9 @@ impl RunDir {
             source,
         })?;
         save_weights(model, &tmp.join("model.bpk"))?;
+        if let Some(average) = average {
+            save_weights(average, &tmp.join(Self::AVERAGE))?;
+        }
         optim
             .save(tmp.join("optimizer.bpk"))
             .map_err(|e| Error::Weights {
