@@ -76,7 +76,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=96)
     ap.add_argument("--infer-batch", type=int, default=128)
     ap.add_argument("--encoders", default="cnn,resnet18,resnet34")
     ap.add_argument("--cnn-width", type=int, default=8, help="tonno's default is 8")

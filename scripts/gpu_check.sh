@@ -14,10 +14,10 @@ ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "== encoders on vulkan, checked against the CPU (same weights, same batch)"
-./tonno bench encoder --device vulkan --compare-cpu --encoders cnn,resnet18 --steps 10 --batch 64 --infer-batch 512 \
+./tonno bench encoder --device vulkan --compare-cpu --encoders cnn,resnet18 --steps 10 --batch 96 --infer-batch 512 \
   > "$OUT/bench_vulkan.json" || echo "bench vulkan failed: $?"
 echo "== the same on this machine's CPU ($(nproc) threads)"
-./tonno bench encoder --device cpu --encoders cnn,resnet18 --steps 5 --batch 64 --infer-batch 512 \
+./tonno bench encoder --device cpu --encoders cnn,resnet18 --steps 5 --batch 96 --infer-batch 512 \
   > "$OUT/bench_cpu.json" || echo "bench cpu failed: $?"
 echo "== train and segment on vulkan"
 ./tonno synth --out "$OUT/d" --cases 8 --size 64 --seed 1 --force
@@ -37,9 +37,9 @@ if [ -f tonno-torch.xz ]; then
   TORCH_LIB=$($PY -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
   tt() { LD_LIBRARY_PATH=$TORCH_LIB ./tonno-torch "$@"; }
   tt info --devices
-  tt bench encoder --device torch-cuda --compare-cpu --encoders cnn,resnet18 --steps 20 --batch 64 --infer-batch 1024 \
+  tt bench encoder --device torch-cuda --compare-cpu --encoders cnn,resnet18 --steps 20 --batch 96 --infer-batch 1024 \
     > "$OUT/bench_torch_cuda.json" || echo "bench torch-cuda failed: $?"
-  $PY ../scripts/bench_pytorch.py --device cuda --encoders cnn,resnet18 --steps 20 --batch 64 --infer-batch 1024 \
+  $PY ../scripts/bench_pytorch.py --device cuda --encoders cnn,resnet18 --steps 20 --batch 96 --infer-batch 1024 \
     > "$OUT/bench_pytorch_cuda.json" || echo "bench pytorch cuda failed: $?"
   echo "== 128^3 ToNNO heatmap, K = 256, S = 128"
   for d in torch-cuda vulkan; do

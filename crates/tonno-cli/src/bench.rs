@@ -63,8 +63,9 @@ pub struct EncoderArgs {
     /// Timed training steps (and inference batches) per encoder.
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// Training batch size.
-    #[arg(long, default_value_t = 32)]
+    /// Training batch size: the default training's (8 MIL bags of 12); a
+    /// multiple of 24.
+    #[arg(long, default_value_t = 96)]
     batch: usize,
     /// Inference batch size.
     #[arg(long, default_value_t = 128)]

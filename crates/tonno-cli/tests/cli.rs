@@ -554,7 +554,7 @@ fn info_lists_the_devices_and_torch_runs_from_the_binary_when_built() {
         "--steps",
         "1",
         "--batch",
-        "16",
+        "24",
         "--infer-batch",
         "8",
         "--slice-size",
