@@ -40,12 +40,10 @@ impl WeightAverage {
     /// An average resumed from `model` (an averaged model saved by
     /// [`WeightAverage::apply`]) after `updates` updates.
     pub fn resume(decay: f64, updates: u64, model: &Encoder) -> Self {
-        let mut collect = Collect(Vec::new());
-        model.visit(&mut collect);
         Self {
             decay,
             updates,
-            values: collect.0,
+            values: flattened(model),
         }
     }
 
@@ -66,18 +64,17 @@ impl WeightAverage {
     /// Folds `model`'s current weights (an inference copy: `valid()`) into
     /// the average.
     pub fn update(&mut self, model: &Encoder) {
-        let mut collect = Collect(Vec::new());
-        model.visit(&mut collect);
+        let weights = flattened(model);
         if self.values.is_empty() {
-            self.values = collect.0;
+            self.values = weights;
         } else {
             assert_eq!(
                 self.values.len(),
-                collect.0.len(),
+                weights.len(),
                 "the averaged model changed shape"
             );
             let d = self.current_decay();
-            for (avg, w) in self.values.iter_mut().zip(collect.0) {
+            for (avg, w) in self.values.iter_mut().zip(weights) {
                 *avg = avg.clone().mul_scalar(d) + w.mul_scalar(1.0 - d);
             }
         }
@@ -104,7 +101,13 @@ impl WeightAverage {
     }
 }
 
-/// Every float tensor of a module, flattened, in visiting order.
+/// Every float tensor of `model`, flattened, in visiting order.
+fn flattened(model: &Encoder) -> Vec<Tensor<1>> {
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
 struct Collect(Vec<Tensor<1>>);
 
 impl ModuleVisitor for Collect {
@@ -153,9 +156,8 @@ mod tests {
     }
 
     fn flat(model: &Encoder) -> Vec<f32> {
-        let mut c = Collect(Vec::new());
-        model.visit(&mut c);
-        c.0.into_iter()
+        flattened(model)
+            .into_iter()
             .flat_map(|t| t.into_data().try_to_vec::<f32>().unwrap())
             .collect()
     }

@@ -205,10 +205,10 @@ impl RunDir {
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
     }
-    /// Folder of epoch `epoch`'s checkpoint, relative to the run folder.
     /// The weight average's file in a checkpoint folder.
     pub const AVERAGE: &str = "average.bpk";
 
+    /// Folder of epoch `epoch`'s checkpoint, relative to the run folder.
     pub fn checkpoint_folder(epoch: usize) -> String {
         format!("checkpoints/epoch-{epoch:04}")
     }
