@@ -2,9 +2,10 @@
 //! (the body, not the air around it) that training and the reconstruction
 //! ball can be fitted to.
 //!
-//! MRI intensities have no absolute scale, so the default is a z-score over
-//! the foreground of each channel; CT has Hounsfield units, so a fixed window
-//! suits it better.
+//! MRI intensities have no absolute scale, so the default is a robust
+//! z-score over the foreground of each channel (its median and median
+//! absolute deviation, which a lesion hardly moves); CT has Hounsfield units,
+//! so a fixed window suits it better.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +19,16 @@ use crate::volume::Volume;
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Normalization {
     /// Per channel: subtract the foreground's mean and divide by its standard deviation.
-    #[default]
     ZscoreForeground,
+    /// Per channel: subtract the foreground's median and divide by its
+    /// median absolute deviation (times 1.4826, the standard deviation of a
+    /// normal distribution with that deviation). A lesion is a small share of
+    /// the foreground, so it hardly moves either, while it widens the
+    /// standard deviation that `ZscoreForeground` divides by and so rescales
+    /// the whole scan, air and healthy tissue included, by whether the scan
+    /// has a lesion.
+    #[default]
+    RobustZscoreForeground,
     /// Per channel: z-score over all voxels.
     Zscore,
     /// Per channel: `(x / m - 1) / 0.25`, with `m` the foreground's median:
@@ -36,6 +45,10 @@ pub enum Normalization {
     /// Leave intensities as they are.
     None,
 }
+
+/// The median absolute deviation of a normal distribution times this is
+/// its standard deviation.
+const MAD_TO_STD: f32 = 1.4826;
 
 /// The foreground spread, in ratio units, that `MedianForeground` divides by.
 const MEDIAN_RATIO_SPREAD: f32 = 0.25;
@@ -280,21 +293,27 @@ pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
                 }
                 (m, MEDIAN_RATIO_SPREAD * m)
             }
-            Normalization::ZscoreForeground => {
+            Normalization::RobustZscoreForeground => {
                 let mask = foreground_mask(volume, c);
-                let (m, s) = mean_std(
-                    volume
-                        .channel(c)
-                        .iter()
-                        .zip(&mask)
-                        .filter(|(_, f)| **f)
-                        .map(|(v, _)| *v),
-                );
-                if s.is_finite() && s > 0.0 {
-                    (m, s)
+                let data = volume.channel(c);
+                let m = masked_median(data, &mask);
+                let deviations: Vec<f32> = data
+                    .iter()
+                    .zip(&mask)
+                    .filter(|(_, f)| **f)
+                    .map(|(v, _)| (v - m).abs())
+                    .collect();
+                let mad = MAD_TO_STD * quantile(&deviations, 0.5);
+                if mad.is_finite() && mad > 0.0 {
+                    (m, mad)
                 } else {
-                    mean_std(volume.channel(c).iter().copied())
+                    // Over half the foreground at one value (a phantom, a
+                    // label-like image): no robust spread to divide by.
+                    foreground_mean_std(data, &mask)
                 }
+            }
+            Normalization::ZscoreForeground => {
+                foreground_mean_std(volume.channel(c), &foreground_mask(volume, c))
             }
         };
         if scale.is_nan() || scale <= 0.0 {
@@ -308,6 +327,17 @@ pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
         }
     }
     Ok(out)
+}
+
+/// Mean and standard deviation over the foreground, or over every voxel
+/// when the foreground is constant.
+fn foreground_mean_std(data: &[f32], mask: &[bool]) -> (f32, f32) {
+    let (m, s) = mean_std(data.iter().zip(mask).filter(|(_, f)| **f).map(|(v, _)| *v));
+    if s.is_finite() && s > 0.0 {
+        (m, s)
+    } else {
+        mean_std(data.iter().copied())
+    }
 }
 
 fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f32, f32) {
@@ -457,6 +487,49 @@ mod tests {
         assert!(e.contains("positive intensities"), "{e}");
     }
 
+    /// A textured "brain" ball of radius 8 voxels (90-110) in air, with a
+    /// 150 "lesion" ball of radius `lesion` voxels at its centre.
+    fn textured_brain(lesion: f32) -> Volume {
+        Volume::from_fn([24; 3], Affine::identity(), |i, j, k| {
+            let d = [i, j, k].map(|x| x as f32 - 11.5);
+            let r = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            match r {
+                _ if r < lesion => 150.0,
+                _ if r < 8.0 => 90.0 + ((i * 7 + j * 13 + k * 29) % 21) as f32,
+                _ => 1.0,
+            }
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_robust_zscore_keeps_the_air_where_it_was_when_a_lesion_is_added() {
+        // The lesion is 11% of the foreground.
+        let air = |lesion, how| {
+            normalize(&textured_brain(lesion), how)
+                .unwrap()
+                .get(0, 0, 0, 0)
+        };
+        let moved = |how| air(3.8, how) / air(0.0, how);
+        let robust = moved(Normalization::RobustZscoreForeground);
+        let zscore = moved(Normalization::ZscoreForeground);
+        assert!((robust - 1.0).abs() < 0.2, "robust: {robust}");
+        assert!(zscore < 0.5, "z-score: {zscore}");
+        // Without a lesion, the texture is uniform on 90..=110 (standard
+        // deviation 6.06, median absolute deviation 5): the robust units
+        // are a z-score's within the MAD's 1.4826 * 5 = 7.4.
+        let tissue =
+            normalize(&textured_brain(0.0), Normalization::RobustZscoreForeground).unwrap();
+        assert!((tissue.get(0, 0, 0, 0) - (1.0 - 100.0) / 7.413).abs() < 0.2);
+    }
+
+    #[test]
+    fn the_robust_zscore_of_a_piecewise_constant_scan_falls_back_to_the_zscore() {
+        let a = normalize(&brain(false), Normalization::RobustZscoreForeground).unwrap();
+        let b = normalize(&brain(false), Normalization::ZscoreForeground).unwrap();
+        assert_eq!(a.data(), b.data());
+    }
+
     #[test]
     fn ct_window_clips_to_minus_one_one() {
         let v = Volume::from_fn([4, 1, 1], Affine::identity(), |i, _, _| {
@@ -477,7 +550,14 @@ mod tests {
     #[test]
     fn constant_volume_cannot_be_z_scored() {
         let v = Volume::filled([4, 4, 4], Affine::identity(), 3.0).unwrap();
-        assert!(normalize(&v, Normalization::Zscore).is_err());
+        for how in [
+            Normalization::Zscore,
+            Normalization::ZscoreForeground,
+            Normalization::RobustZscoreForeground,
+        ] {
+            let e = normalize(&v, how).unwrap_err().to_string();
+            assert!(e.contains("constant"), "{how:?}: {e}");
+        }
         assert!(normalize(&v, Normalization::None).is_ok());
     }
 }

@@ -105,7 +105,7 @@ impl Default for SamplingConfig {
         Self {
             slice_size: 64,
             ball: BallFit::Foreground,
-            normalization: Normalization::ZscoreForeground,
+            normalization: Normalization::default(),
             augment: Augment::default(),
             foreground_offsets: true,
             offset_span: 0.9,
