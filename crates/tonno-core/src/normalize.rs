@@ -296,14 +296,15 @@ pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
             Normalization::RobustZscoreForeground => {
                 let mask = foreground_mask(volume, c);
                 let data = volume.channel(c);
-                let m = masked_median(data, &mask);
-                let deviations: Vec<f32> = data
+                let mut inside: Vec<f32> = data
                     .iter()
                     .zip(&mask)
                     .filter(|(_, f)| **f)
-                    .map(|(v, _)| (v - m).abs())
+                    .map(|(v, _)| *v)
                     .collect();
-                let mad = MAD_TO_STD * quantile(&deviations, 0.5);
+                let m = quantile(&inside, 0.5);
+                inside.iter_mut().for_each(|v| *v = (*v - m).abs());
+                let mad = MAD_TO_STD * quantile(&inside, 0.5);
                 if mad.is_finite() && mad > 0.0 {
                     (m, mad)
                 } else {
