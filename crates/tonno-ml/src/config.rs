@@ -124,7 +124,12 @@ impl Default for TrainConfig {
             // 192 slices) at 50 steps.
             steps_per_epoch: 100,
             lr: 2e-3,
-            weight_decay: 1e-4,
+            // 0.05, not 1e-4 (which AdamW's lr x decay makes nothing): on the
+            // real-anatomy benchmark the validation AUROC of seed 1 fell
+            // from 0.89 to 0.85 over the second half of a 20-minute run
+            // while the loss kept falling, and with 0.05 it kept rising
+            // (README, "Weight decay").
+            weight_decay: 0.05,
             warmup_steps: 50,
             // About 200 steps, four epochs: longer than an epoch's noise,
             // short next to a schedule of 2,000-6,000 steps.
