@@ -66,13 +66,12 @@ pub fn quantile(values: &[f32], q: f64) -> f32 {
 
 /// The median of `data` where `mask` is set (NaN when it is set nowhere).
 pub fn masked_median(data: &[f32], mask: &[bool]) -> f32 {
-    let inside: Vec<f32> = data
-        .iter()
-        .zip(mask)
-        .filter(|(_, m)| **m)
-        .map(|(v, _)| *v)
-        .collect();
-    quantile(&inside, 0.5)
+    quantile(&masked(data, mask).collect::<Vec<_>>(), 0.5)
+}
+
+/// The values of `data` where `mask` is set, in order.
+fn masked<'a>(data: &'a [f32], mask: &'a [bool]) -> impl Iterator<Item = f32> + Clone + 'a {
+    data.iter().zip(mask).filter(|(_, m)| **m).map(|(v, _)| *v)
 }
 
 /// Foreground of channel `c`: voxels above Otsu's threshold (the split of
@@ -296,12 +295,7 @@ pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
             Normalization::RobustZscoreForeground => {
                 let mask = foreground_mask(volume, c);
                 let data = volume.channel(c);
-                let mut inside: Vec<f32> = data
-                    .iter()
-                    .zip(&mask)
-                    .filter(|(_, f)| **f)
-                    .map(|(v, _)| *v)
-                    .collect();
+                let mut inside: Vec<f32> = masked(data, &mask).collect();
                 let m = quantile(&inside, 0.5);
                 inside.iter_mut().for_each(|v| *v = (*v - m).abs());
                 let mad = MAD_TO_STD * quantile(&inside, 0.5);
@@ -333,7 +327,7 @@ pub fn normalize(volume: &Volume, how: Normalization) -> Result<Volume> {
 /// Mean and standard deviation over the foreground, or over every voxel
 /// when the foreground is constant.
 fn foreground_mean_std(data: &[f32], mask: &[bool]) -> (f32, f32) {
-    let (m, s) = mean_std(data.iter().zip(mask).filter(|(_, f)| **f).map(|(v, _)| *v));
+    let (m, s) = mean_std(masked(data, mask));
     if s.is_finite() && s > 0.0 {
         (m, s)
     } else {
