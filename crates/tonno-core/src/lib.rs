@@ -21,6 +21,7 @@ pub mod error;
 pub mod eval;
 pub mod fuzz;
 pub mod geometry;
+pub mod hessian;
 pub mod io;
 pub mod metrics;
 pub mod normalize;

@@ -17,7 +17,9 @@
 
 use crate::affine::{Vec3, dot};
 use crate::geometry::{Ball, Frame, Plane, TomoGeometry, fibonacci_hemisphere, sample_planes};
-use crate::normalize::{Normalization, foreground, foreground_ball, normalize, quantile};
+use crate::normalize::{
+    BODY_MARGIN_VOXELS, Normalization, foreground, foreground_ball, normalize, quantile,
+};
 use crate::rng::Rng;
 use crate::volume::Volume;
 use rayon::prelude::*;
@@ -98,6 +100,11 @@ pub struct SamplingConfig {
     /// Share of the foreground's extent along a normal that offsets span
     /// (centred), so that the outermost slices still cut tissue.
     pub offset_span: f64,
+    /// With a scale (mm), two more channels per image channel: the smallest
+    /// and the largest eigenvalue of the normalised image's Hessian at that
+    /// scale ([`crate::hessian`]: a dark tumour is a 3D minimum, a sulcus is
+    /// not); `None`: the image channels alone.
+    pub hessian_sigma_mm: Option<f64>,
 }
 
 impl Default for SamplingConfig {
@@ -109,6 +116,7 @@ impl Default for SamplingConfig {
             augment: Augment::default(),
             foreground_offsets: true,
             offset_span: 0.9,
+            hessian_sigma_mm: None,
         }
     }
 }
@@ -135,6 +143,9 @@ impl SamplingConfig {
                 "offset_span",
                 format!("{} (must be in (0, 1])", self.offset_span),
             ));
+        }
+        if let Some(sigma) = self.hessian_sigma_mm {
+            crate::hessian::check_sigma(sigma)?;
         }
         let a = &self.augment;
         let ranges = [
@@ -215,6 +226,17 @@ impl PreparedVolume {
         let volume = normalize(volume, config.normalization)?;
         // Air: the darkest percentile of the normalised volume.
         let background = quantile(volume.channel(0), 0.01);
+        let volume = match config.hessian_sigma_mm {
+            // On the normalised image, so that the eigenvalues are in the same
+            // units in every scan; outside the body they would show the air's
+            // edge, not anatomy.
+            Some(sigma) => crate::hessian::with_hessian_channels(
+                &volume,
+                sigma,
+                &crate::normalize::body_mask(&volume, BODY_MARGIN_VOXELS),
+            )?,
+            None => volume,
+        };
         Ok(Self {
             name: name.to_string(),
             volume,
@@ -383,6 +405,15 @@ impl SliceSampler {
         self.channels
     }
 
+    /// The channels of the scans themselves, before the Hessian channels.
+    fn image_channels(&self) -> usize {
+        if self.config.hessian_sigma_mm.is_some() {
+            self.channels / 3
+        } else {
+            self.channels
+        }
+    }
+
     /// The in-plane zoom of one slice or bag, `[1, 1]` without zoom (no
     /// draw, so runs without it keep their random streams).
     fn zoom(&self, rng: &mut Rng) -> [f64; 2] {
@@ -408,7 +439,7 @@ impl SliceSampler {
         let plane = Plane::centered(vol.ball.center_mm, &frame, t, rho, p).zoomed(zoom);
         vol.sample(&plane, out);
         if self.config.augment.enabled {
-            augment(out, p, &self.config.augment, rng);
+            augment(out, p, self.image_channels(), &self.config.augment, rng);
         }
     }
 
@@ -452,6 +483,7 @@ impl SliceSampler {
                         augment(
                             out,
                             p,
+                            self.image_channels(),
                             &self.config.augment,
                             &mut Rng::fork(aug_seed, j as u64),
                         );
@@ -495,11 +527,14 @@ impl SliceSampler {
     }
 }
 
-/// Augmentation of one slice of `pixels x pixels` (all channels alike):
-/// intensity, then the optional mirror and blur.
-pub fn augment(x: &mut [f32], pixels: usize, a: &Augment, rng: &mut Rng) {
-    intensity(x, a, rng);
+/// Augmentation of one slice of `pixels x pixels`: intensity on its first
+/// `image_channels` channels (the Hessian channels after them are shapes,
+/// which a gain, shift or gamma of the image would not produce as such),
+/// then the optional mirror, warp and blur of every channel alike.
+pub fn augment(x: &mut [f32], pixels: usize, image_channels: usize, a: &Augment, rng: &mut Rng) {
     let pp = pixels * pixels;
+    let image = (image_channels * pp).min(x.len());
+    intensity(&mut x[..image], a, rng);
     if a.flip && rng.uniform() < 0.5 {
         for row in x.chunks_exact_mut(pixels) {
             row.reverse();
@@ -647,6 +682,42 @@ mod tests {
                 .unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn hessian_channels_follow_the_image_and_keep_the_ball() {
+        let cfg = SynthConfig {
+            size: 24,
+            ..SynthConfig::default()
+        };
+        let c = generate_case(&cfg, 0, true, false).unwrap();
+        let plain = PreparedVolume::new("x", &c.image, None, &SamplingConfig::default()).unwrap();
+        let sc = SamplingConfig {
+            hessian_sigma_mm: Some(6.0),
+            ..SamplingConfig::default()
+        };
+        let h = PreparedVolume::new("x", &c.image, None, &sc).unwrap();
+        assert_eq!(h.volume.channels(), 3);
+        assert_eq!(h.volume.channel(0), plain.volume.channel(0));
+        // The ball and the offsets come from the image, not from the derived channels.
+        assert_eq!(h.ball, plain.ball);
+        assert_eq!(
+            h.offset_range([0.0, 0.6, 0.8]),
+            plain.offset_range([0.0, 0.6, 0.8])
+        );
+        let (mut pos, mut neg) = (h.clone(), h);
+        (pos.label, neg.label) = (Some(true), Some(false));
+        let s = SliceSampler::new(vec![pos, neg], sc.clone()).unwrap();
+        assert_eq!(s.channels(), 3);
+        assert_eq!(s.image_channels(), 1);
+        for bad in [0.0, -2.0, f64::INFINITY] {
+            let sc = SamplingConfig {
+                hessian_sigma_mm: Some(bad),
+                ..SamplingConfig::default()
+            };
+            assert!(sc.validate().is_err());
+            assert!(PreparedVolume::new("x", &c.image, None, &sc).is_err());
+        }
     }
 
     #[test]
@@ -842,19 +913,27 @@ mod tests {
     }
 
     #[test]
-    fn augmentation_keeps_order_and_finiteness() {
+    fn augmentation_keeps_order_and_leaves_hessian_channels_alone() {
         let mut rng = Rng::new(1);
-        let mut x: Vec<f32> = (0..100).map(|i| i as f32 / 10.0).collect();
+        // One image channel, then one Hessian channel.
+        let mut x: Vec<f32> = (0..200).map(|i| i as f32 / 10.0).collect();
+        let before = x.clone();
         augment(
             &mut x,
             10,
+            1,
             &Augment {
                 noise: 0.0,
                 ..Augment::default()
             },
             &mut rng,
         );
-        assert!(x.windows(2).all(|w| w[1] > w[0]), "monotone without noise");
+        assert!(
+            x[..100].windows(2).all(|w| w[1] > w[0]),
+            "monotone without noise"
+        );
+        assert_ne!(x[..100], before[..100]);
+        assert_eq!(x[100..], before[100..]);
     }
 
     #[test]
@@ -880,7 +959,7 @@ mod tests {
         let (mut flipped, mut kept) = (0, 0);
         for seed in 0..20 {
             let mut x = row.repeat(p);
-            augment(&mut x, p, &a, &mut Rng::new(seed));
+            augment(&mut x, p, 1, &a, &mut Rng::new(seed));
             if x[0] == (p - 1) as f32 {
                 flipped += 1;
                 assert!(

@@ -75,6 +75,16 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         self.encoder.validate()?;
         self.sampling.validate()?;
+        if self.sampling.hessian_sigma_mm.is_some() && !self.encoder.in_channels.is_multiple_of(3) {
+            return Err(Error::invalid(
+                "in_channels",
+                format!(
+                    "{}, but with hessian_sigma_mm every image channel comes with two Hessian \
+                     channels, so it must be a multiple of 3",
+                    self.encoder.in_channels
+                ),
+            ));
+        }
         let r = &self.score_rule;
         for (name, v) in [("val_directions", r.directions), ("val_slices", r.slices)] {
             if v == 0 || v > MAX_SCORE_SLICES {

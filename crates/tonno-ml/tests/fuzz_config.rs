@@ -46,6 +46,8 @@ const TOML_LINES: &[&str] = &[
     "lr = inf",
     "lr = -1.0",
     "offset_span = nan",
+    "hessian_sigma_mm = -1.0",
+    "hessian_sigma_mm = 1e308",
     "blur = 1e30",
     "noise = -1.0",
     "val_fraction = 1.0",
@@ -140,6 +142,11 @@ fn in_range(model: &tonno_ml::run::ModelConfig) -> Result<(), String> {
     let e = &model.encoder;
     if !(16..=1024).contains(&p) || e.cnn_width > 1024 || e.in_channels > 256 {
         return Err(format!("accepted out-of-range sizes: {model:?}"));
+    }
+    if let Some(s) = model.sampling.hessian_sigma_mm
+        && !(s > 0.0 && s <= 100.0 && e.in_channels.is_multiple_of(3))
+    {
+        return Err(format!("accepted a Hessian scale it cannot use: {model:?}"));
     }
     Ok(())
 }
