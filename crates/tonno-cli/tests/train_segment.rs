@@ -309,6 +309,36 @@ fn segment_writes_every_method_on_the_inputs_grid_and_reports_bad_files() {
         ],
     )
     .fails_with(&["already exists"]);
+    // A scan with other channels than the training data's: a clear error
+    // naming it, not a panic in the encoder.
+    let two = dir.path().join("two_channels.nii.gz");
+    let n = 24 * 24 * 24;
+    let data: Vec<f32> = (0..2 * n).map(|i| ((i * 7919) % 101) as f32).collect();
+    let volume = tonno_core::volume::Volume::new(
+        data,
+        [24, 24, 24],
+        2,
+        tonno_core::affine::Affine::identity(),
+    )
+    .unwrap();
+    tonno_core::io::write_image(&two, &volume, tonno_core::io::DataType::F32, None, false).unwrap();
+    let run = tonno(
+        dir.path(),
+        &[
+            "segment",
+            "--model",
+            "run",
+            "--input",
+            two.to_str().unwrap(),
+            "--out",
+            "seg_two",
+            "--directions",
+            "4",
+            "--slices",
+            "8",
+        ],
+    );
+    run.fails_with(&["two_channels.nii.gz", "has 2 channel(s)", "trained on 1"]);
 }
 
 fn intensity_max(dir: &Path, file: &str) -> f64 {

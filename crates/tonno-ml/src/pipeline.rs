@@ -156,6 +156,24 @@ pub fn segment_file(
     };
     let mut prepared = PreparedVolume::new(&case, &img.volume, None, job.sampling)
         .map_err(|e| about("preparing", &e))?;
+    if let SliceModel::Net { encoder, .. } = job.model {
+        let (got, want) = (prepared.volume.channels(), encoder.in_channels());
+        if got != want {
+            let hessian = if job.sampling.hessian_sigma_mm.is_some() {
+                " with the model's two Hessian channels per image channel"
+            } else {
+                ""
+            };
+            return Err(Error::Data {
+                path: file.to_path_buf(),
+                reason: format!(
+                    "has {} channel(s), which make {got} slice channel(s){hessian}, but the \
+                     model was trained on {want}: give it scans with the training data's channels",
+                    img.volume.channels()
+                ),
+            });
+        }
+    }
     if job.sum {
         prepared.background = 0.0;
         prepared.ball = Ball::covering(&img.volume);

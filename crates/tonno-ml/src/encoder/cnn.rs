@@ -66,6 +66,11 @@ impl SmallCnn {
         }
     }
 
+    /// Channels of the slices it takes.
+    pub fn in_channels(&self) -> usize {
+        self.blocks[0].conv.weight.val().dims()[1]
+    }
+
     /// The linear layer's weight `(d_in, d_out)`.
     pub fn fc_weight(&self) -> Tensor<2> {
         self.fc.weight.val()

@@ -179,6 +179,14 @@ impl Encoder {
         self.head(self.features(x, s), s)
     }
 
+    /// Channels of the slices it takes.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Self::Cnn(m) => m.in_channels(),
+            Self::ResNet(m) => m.in_channels(),
+        }
+    }
+
     /// Number of feature stages (the last is the GradCAM default).
     pub fn stages(&self) -> usize {
         match self {

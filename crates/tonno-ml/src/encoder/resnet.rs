@@ -79,6 +79,11 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Channels of the slices it takes.
+    pub fn in_channels(&self) -> usize {
+        self.conv1.weight.val().dims()[1]
+    }
+
     /// ResNet with `blocks[i]` basic blocks in layer `i + 1` (18: `[2, 2, 2, 2]`, 34: `[3, 4, 6, 3]`).
     pub fn new(
         blocks: [usize; 4],
