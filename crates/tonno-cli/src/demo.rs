@@ -1,9 +1,11 @@
 //! `tonno demo`: the whole method on the built-in synthetic data, in one
-//! command: synth -> train -> segment with every method -> evaluate on the
-//! held-out cases (thresholds chosen on the validation cases) -> a report
-//! with the comparison table, pictures and Dice versus the number of
-//! directions K.
+//! command: synth -> train -> segment with every method (and score every
+//! test scan, as `tonno segment` does, into `predictions.csv`) -> evaluate
+//! on the held-out cases (thresholds chosen on the validation cases, the
+//! per-scan rule gated by the scan-level answer) -> a report with the
+//! comparison table, pictures and Dice versus the number of directions K.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -22,11 +24,15 @@ use tonno_ml::pipeline::{Job, segment_file};
 use tonno_ml::run::{DataRecord, RunDir, TrainedModel};
 use tonno_ml::train::{DataSpec, RunMode, Silent, TrainSummary, train};
 
-use tonno_core::eval::folder::{auto_summary, evaluate_method, oracle_dice, pairs};
+use tonno_core::eval::auto_threshold;
+use tonno_core::eval::folder::{
+    Classification, auto_summary, classification, evaluate_method, masks, oracle_dice, pairs,
+};
+use tonno_ml::decision::Decision;
 
-use crate::eval::{COLUMNS, MethodRow, auto_columns, table, table_cells};
+use crate::eval::{COLUMNS, MethodRow, auto_columns, classification_line, table, table_cells};
 use crate::html;
-use crate::render::{self, Plane, Rgb};
+use crate::render::{self, PREDICTED, Plane, Rgb, TRUTH};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -126,6 +132,8 @@ struct Facts<'a> {
     slice_size: usize,
     /// Seconds per volume of all seven methods together.
     all_per_volume: f64,
+    /// The test scans' scan-level answer (`heatmaps/predictions.csv`).
+    classification: Option<&'a Classification>,
     wall_seconds: f64,
 }
 
@@ -141,6 +149,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let device = a.device.open()?;
     let trained = TrainedModel::load(&run_dir, &device)?;
     let encoder = trained.inference_encoder();
+    let decision = Decision::read(&run_dir.join(Decision::FILE))?;
     let seg = Segmenter {
         model: SliceModel::Net {
             encoder: &encoder,
@@ -149,6 +158,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         },
         sampling: trained.config.sampling.clone(),
         slices: plan.slices,
+        decision,
     };
     let record = RunDir::new(&run_dir).read_config()?.data;
     let test_files = list_images(&data.join("imagesTs"))?;
@@ -167,7 +177,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     )?;
 
     let truth = data.join("labelsTs");
-    let rows = evaluate_all([&heat, &truth], [&val_heat, &val_truth])?;
+    let Evaluated {
+        rows,
+        classified,
+        gate,
+    } = evaluate_all([&heat, &truth], [&val_heat, &val_truth])?;
     let k_points = k_sweep(
         &seg,
         &plan.k_sweep,
@@ -179,7 +193,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     step(7, "writing the report");
     let report = out.join("report");
     std::fs::create_dir_all(&report)?;
-    let figures = figures(&data, &heat, &report, 3)?;
+    let figures = figures(&data, &heat, &report, 3, gate.as_ref())?;
     write_text(&report.join("dice_vs_k.svg"), &k_plot(&k_points), true)?;
     let mut columns = auto_columns(&rows);
     columns.push(("s / volume", seconds));
@@ -193,6 +207,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         test_cases: test_files.len(),
         slice_size: seg.sampling.slice_size,
         all_per_volume,
+        classification: classified.as_ref(),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let md = report_markdown(&facts, &table_md, &k_points, &figures);
@@ -225,7 +240,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     html::write(&report.join("report.html"), &page, true)?;
     let results = serde_json::json!({
-        "wall_seconds": facts.wall_seconds, "train": summary, "methods": rows, "k_sweep": k_points,
+        "wall_seconds": facts.wall_seconds, "train": summary, "methods": rows,
+        "classification": classified, "k_sweep": k_points,
     });
     write_text(
         &report.join("results.json"),
@@ -233,6 +249,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         true,
     )?;
     outln!("{table_md}");
+    if let Some(c) = &classified {
+        outln!("{}\n", classification_line(c));
+    }
     let dice_k: Vec<String> = k_points
         .iter()
         .map(|p| {
@@ -347,23 +366,27 @@ fn synth_and_train(
     Ok((summary, train_seconds))
 }
 
-/// Heatmaps of the trained model for the demo: no masks, no scores, no gate
-/// (the demo evaluates heatmaps).
+/// Heatmaps of the trained model for the demo, and no masks: the demo
+/// evaluates heatmaps, and gates the per-scan rule at evaluation time.
 struct Segmenter<'a> {
     model: SliceModel<'a>,
     sampling: SamplingConfig,
     slices: usize,
+    /// The run's decision threshold and score rule.
+    decision: Decision,
 }
 
 impl Segmenter<'_> {
     /// Heatmaps of `methods` for every file into `dir` with `directions`
-    /// directions; seconds per volume.
+    /// directions; seconds per volume. With `scored`, every scan is also
+    /// scored and called as `tonno segment` does, into `dir/predictions.csv`.
     fn run(
         &self,
         files: &[PathBuf],
         dir: &Path,
         methods: &[Method],
         directions: usize,
+        scored: bool,
     ) -> anyhow::Result<f64> {
         std::fs::create_dir_all(dir)?;
         let job = Job {
@@ -375,8 +398,8 @@ impl Segmenter<'_> {
             force: true,
             skip_existing: false,
             sum: false,
-            rule: None,
-            decision: None,
+            rule: scored.then_some(&self.decision.rule),
+            decision: scored.then_some(&self.decision),
             gate: false,
             body_mask: true,
             series: None,
@@ -389,10 +412,15 @@ impl Segmenter<'_> {
             ..SegmentConfig::default()
         };
         let t = Instant::now();
+        let mut results = Vec::new();
         for f in files {
-            segment_file(f, dir, &job, &cfg)?;
+            results.push(segment_file(f, dir, &job, &cfg)?);
         }
-        Ok(t.elapsed().as_secs_f64() / files.len().max(1) as f64)
+        let seconds = t.elapsed().as_secs_f64() / files.len().max(1) as f64;
+        if scored {
+            crate::segment::write_predictions(&dir.join("predictions.csv"), &results)?;
+        }
+        Ok(seconds)
     }
 }
 
@@ -417,26 +445,40 @@ fn segment_all(
             plan.slices
         ),
     );
-    let all_per_volume = seg.run(test_files, heat, &Method::ALL, plan.directions)?;
-    seg.run(val_files, val_heat, &Method::ALL, plan.directions)?;
+    let all_per_volume = seg.run(test_files, heat, &Method::ALL, plan.directions, true)?;
+    seg.run(val_files, val_heat, &Method::ALL, plan.directions, false)?;
     step(4, "timing each method alone");
     let timed = &test_files[..plan.timing_cases.min(test_files.len())];
     let mut seconds = Vec::new();
     for m in Method::ALL {
-        let s = seg.run(timed, &out.join("timing"), &[m], plan.directions)?;
+        let s = seg.run(timed, &out.join("timing"), &[m], plan.directions, false)?;
         seconds.push(format!("{s:.1}"));
     }
     Ok((all_per_volume, seconds))
 }
 
+/// What step 5 found.
+struct Evaluated {
+    rows: Vec<MethodRow>,
+    classified: Option<Classification>,
+    /// Each test scan's predicted label, from `predictions.csv`.
+    gate: Option<BTreeMap<String, bool>>,
+}
+
 /// Step 5: every method's figures on the test scans, with thresholds
-/// chosen on the validation scans (`[heatmaps, masks]` folders of each).
-fn evaluate_all(test: [&Path; 2], val: [&Path; 2]) -> anyhow::Result<Vec<MethodRow>> {
+/// chosen on the validation scans (`[heatmaps, masks]` folders of each),
+/// the per-scan rule gated by the test heatmaps' `predictions.csv`; and the
+/// scan-level answer's figures.
+fn evaluate_all(test: [&Path; 2], val: [&Path; 2]) -> anyhow::Result<Evaluated> {
     step(
         5,
         "evaluating on the test scans (thresholds from the validation scans)",
     );
-    Method::ALL
+    let (classified, gate) = match classification(test[0], &masks(test[1])?)? {
+        Some((c, g)) => (Some(c), (!g.is_empty()).then_some(g)),
+        None => (None, None),
+    };
+    let rows = Method::ALL
         .iter()
         .map(|m| {
             let t = pairs(test[0], test[1], m.name())?;
@@ -444,12 +486,17 @@ fn evaluate_all(test: [&Path; 2], val: [&Path; 2]) -> anyhow::Result<Vec<MethodR
             Ok(MethodRow {
                 method: m.name().to_string(),
                 eval: evaluate_method(&t, Some(&v), None)?,
-                classification: None,
-                auto_rule: Some(auto_summary(&t, m.auto_fraction(), None)?),
+                classification: classified.clone(),
+                auto_rule: Some(auto_summary(&t, m.auto_fraction(), gate.as_ref())?),
                 oracle_dice: oracle_dice(&t),
             })
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Evaluated {
+        rows,
+        classified,
+        gate,
+    })
 }
 
 /// Step 6: ToNNO on the test scans at each K of `ks`, scored at the oracle
@@ -469,7 +516,7 @@ fn k_sweep(
     let mut points = Vec::new();
     for &k in ks {
         let dir = root.join(format!("k{k}")).join("test");
-        let spv = seg.run(test_files, &dir, &[Method::Tonno], k)?;
+        let spv = seg.run(test_files, &dir, &[Method::Tonno], k, false)?;
         let e = evaluate_method(&pairs(&dir, truth, "tonno")?, None, None)?;
         points.push(KPoint {
             directions: k,
@@ -536,7 +583,12 @@ fn report_intro(f: &Facts<'_>) -> Vec<String> {
             f.slice_size,
             f.slice_size,
             f.all_per_volume
-        ),
+        ) + &f.classification.map_or(String::new(), |c| {
+            format!(
+                " The test scans' {}, at the decision threshold chosen on the validation scans in training.",
+                classification_line(c)
+            )
+        }),
         format!(
             "{COLUMNS} The threshold column is chosen on the validation scans ('val'); 's / volume' is each method run alone."
         ),
@@ -602,7 +654,8 @@ fn report_markdown(
     md += "\n## Test scans\n\nEach picture: rows are the axial, coronal and sagittal planes through the lesion; columns are the image with the \
            truth outlined in green, then the heatmaps of ";
     md += &Method::ALL.map(|m| m.name()).join(", ");
-    md += " (each scaled from its median to its 99.9th percentile).\n\n";
+    md += " (each scaled from its median to its 99.9th percentile), with the mask that `tonno segment --threshold auto` writes outlined in \
+           cyan (none where the scan-level answer calls the scan negative).\n\n";
     for (case, png) in figures {
         md += &format!("### {case}\n\n![{case}]({png})\n\n");
     }
@@ -616,6 +669,7 @@ fn figures(
     heat: &Path,
     report: &Path,
     n: usize,
+    gate: Option<&BTreeMap<String, bool>>,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for mask_path in list_images(&data.join("labelsTs"))? {
@@ -645,12 +699,25 @@ fn figures(
         for (r, pl) in planes.iter().enumerate() {
             let img = render::plane(&image, *pl, c);
             let truth = render::plane(&mask, *pl, c).2;
-            let mut tiles = vec![render::tile(&img, range, None, Some(&truth))];
+            let mut tiles = vec![render::tile(&img, range, None, &[(&truth, TRUTH)])];
+            let called = gate.is_none_or(|g| g.get(&case).copied().unwrap_or(true));
             for m in Method::ALL {
                 let hv = read_image(&heat.join(format!("{case}_{}.nii.gz", m.name())))?.volume;
                 let hr = (quantile(hv.data(), 0.5), quantile(hv.data(), 0.999));
                 let hp = render::plane(&hv, *pl, c).2;
-                tiles.push(render::tile(&img, range, Some((&hp, hr)), Some(&truth)));
+                // The mask `tonno segment --threshold auto` writes (empty when
+                // the gate calls the scan negative).
+                let t = auto_threshold(hv.data(), m.auto_fraction());
+                let mask: Vec<f32> = hp
+                    .iter()
+                    .map(|&v| f32::from(u8::from(called && v > t)))
+                    .collect();
+                tiles.push(render::tile(
+                    &img,
+                    range,
+                    Some((&hp, hr)),
+                    &[(&truth, TRUTH), (&mask, PREDICTED)],
+                ));
             }
             for (col, t) in tiles.iter().enumerate() {
                 canvas.blit(

@@ -188,7 +188,7 @@ pub fn table(rows: &[MethodRow], extra: &[(&str, Vec<String>)]) -> String {
 }
 
 /// The scan-level answer's figures in a sentence.
-fn classification_line(c: &Classification) -> String {
+pub(crate) fn classification_line(c: &Classification) -> String {
     format!(
         "scan classification ({} scans, {} with a lesion; predictions.csv): AUROC {}, accuracy {}, sensitivity {}, specificity {}",
         c.cases,

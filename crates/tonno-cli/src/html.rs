@@ -276,7 +276,12 @@ pub fn case_views(
             let img = render::plane(image, *p, at);
             let truth = render::plane(mask, *p, at).2;
             let hp = heat.map(|v| render::plane(v, *p, at).2);
-            let tile = render::tile(&img, range, hp.as_deref().zip(hr), Some(&truth));
+            let tile = render::tile(
+                &img,
+                range,
+                hp.as_deref().zip(hr),
+                &[(&truth, render::TRUTH)],
+            );
             canvas.blit(&tile.scaled(scale), x, 0);
             x += w * scale + gap;
         }

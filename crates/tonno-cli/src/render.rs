@@ -124,13 +124,18 @@ fn hot(t: f32) -> [u8; 3] {
     [f(t), f(t - 1.0), f(t - 2.0)]
 }
 
+/// The colour of the truth's contour.
+pub const TRUTH: [u8; 3] = [0, 230, 0];
+/// The colour of a predicted mask's contour.
+pub const PREDICTED: [u8; 3] = [0, 200, 255];
+
 /// A grey image with an optional heatmap overlay (values mapped by `heat_range`)
-/// and a green truth contour.
+/// and the contours of masks (`> 0`), each in its colour, drawn in order.
 pub fn tile(
     image: &(usize, usize, Vec<f32>),
     range: (f32, f32),
     heat: Option<(&[f32], (f32, f32))>,
-    truth: Option<&[f32]>,
+    contours: &[(&[f32], [u8; 3])],
 ) -> Rgb {
     let (w, h, img) = image;
     let mut out = Rgb::new(*w, *h);
@@ -151,7 +156,7 @@ pub fn tile(
             None => grey,
         };
     }
-    if let Some(m) = truth {
+    for &(m, colour) in contours {
         for r in 0..*h {
             for c in 0..*w {
                 let inside = |rr: isize, cc: isize| {
@@ -168,7 +173,7 @@ pub fn tile(
                         && inside(ri, ci - 1)
                         && inside(ri, ci + 1))
                 {
-                    out.px[r * w + c] = [0, 230, 0];
+                    out.px[r * w + c] = colour;
                 }
             }
         }
@@ -295,11 +300,26 @@ mod tests {
         let img = plane(&v, Plane::Axial, [0, 0, 1]);
         assert_eq!((img.0, img.1), (8, 6));
         let truth = plane(&m, Plane::Axial, [0, 0, 1]).2;
-        let t = tile(&img, window(&v), Some((&img.2, (0.0, 12.0))), Some(&truth));
+        let t = tile(
+            &img,
+            window(&v),
+            Some((&img.2, (0.0, 12.0))),
+            &[(&truth, TRUTH)],
+        );
         assert!(
             t.px.iter().filter(|p| **p == [0, 230, 0]).count() >= 4,
             "contour drawn"
         );
+        // Contours are drawn in order: a mask equal to the truth hides it.
+        let both = tile(
+            &img,
+            window(&v),
+            None,
+            &[(&truth, TRUTH), (&truth, PREDICTED)],
+        );
+        let count = |t: &Rgb, c: [u8; 3]| t.px.iter().filter(|p| **p == c).count();
+        assert_eq!(count(&both, PREDICTED), count(&t, TRUTH));
+        assert_eq!(count(&both, TRUTH), 0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.png");
         t.scaled(3).write_png(&path).unwrap();

@@ -364,7 +364,7 @@ fn print_results(a: &Args, results: &[CaseResult], failures: usize) -> anyhow::R
 
 /// `OUT/predictions.csv`: case, score, predicted label (1, 0, or empty
 /// without a decision threshold), written through a temporary file.
-fn write_predictions(path: &Path, results: &[CaseResult]) -> anyhow::Result<()> {
+pub(crate) fn write_predictions(path: &Path, results: &[CaseResult]) -> anyhow::Result<()> {
     let mut text = String::from("case,score,predicted\n");
     for r in results {
         let score = r.score.map_or(String::new(), |s| format!("{s:.6}"));

@@ -647,3 +647,51 @@ fn shards_segment_each_case_once_and_eval_reads_their_answers_together() {
     .unwrap();
     eval("parts").fails_with(&["answered in both"]);
 }
+
+/// The README's main job, in its short form: every step runs, the test scans
+/// are scored and called (`predictions.csv`) as `tonno segment` does, and
+/// the per-scan rule's column is gated by that answer.
+#[test]
+fn demo_quick_runs_every_step_and_gates_the_per_scan_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = tonno(dir.path(), &["demo", "--quick", "--out", "demo"]).ok();
+    let demo = dir.path().join("demo");
+    let tests = std::fs::read_dir(demo.join("data/imagesTs"))
+        .unwrap()
+        .count();
+    assert!(tests >= 2);
+    assert!(table.contains("Dice (auto, gated)"), "{table}");
+    assert!(
+        table.contains(&format!("scan classification ({tests} scans")),
+        "{table}"
+    );
+    for m in [
+        "gradcam2d",
+        "layercam2d",
+        "tonno",
+        "averaged-gradcam",
+        "averaged-layercam",
+        "tomographic-gradcam",
+        "tomographic-layercam",
+    ] {
+        assert!(table.contains(&format!("| {m} |")), "{m} missing:\n{table}");
+    }
+    let csv = std::fs::read_to_string(demo.join("heatmaps/predictions.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "case,score,predicted");
+    assert_eq!(rows.len(), tests + 1, "{csv}");
+    for row in &rows[1..] {
+        let f: Vec<&str> = row.split(',').collect();
+        assert!(f[1].parse::<f64>().unwrap().is_finite(), "{row}");
+        assert!(f[2] == "0" || f[2] == "1", "{row}");
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo.join("report/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["classification"]["cases"], tests);
+    assert!(demo.join("report/report.html").exists());
+    assert!(demo.join("report/report.md").exists());
+    // What a user already has stays unless asked.
+    tonno(dir.path(), &["demo", "--quick", "--out", "demo"])
+        .fails_with(&["already exists", "--force"]);
+}

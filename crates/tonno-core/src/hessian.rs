@@ -182,12 +182,13 @@ fn convolve_axis(v: &mut [f32], shape: [usize; 3], axis: usize, kernel: &[f64]) 
     let stride = [1, nx, nx * ny][axis];
     let len = shape[axis];
     let r = (kernel.len() / 2) as i64;
-    let lines: Vec<usize> = (0..v.len()).filter(|&i| (i / stride) % len == 0).collect();
-    let src = v.to_vec();
-    let out: Vec<(usize, Vec<f32>)> = lines
-        .par_iter()
-        .map(|&start| {
-            let line: Vec<f64> = (0..len).map(|m| src[start + m * stride] as f64).collect();
+    // A line along `axis` starts at every index whose coordinate on that
+    // axis is 0: `stride` consecutive starts in each block of `stride * len`.
+    let out: Vec<(usize, Vec<f32>)> = (0..v.len() / len)
+        .into_par_iter()
+        .map(|k| (k / stride) * stride * len + k % stride)
+        .map(|start| {
+            let line: Vec<f64> = (0..len).map(|m| v[start + m * stride] as f64).collect();
             let conv = (0..len as i64)
                 .map(|m| {
                     kernel

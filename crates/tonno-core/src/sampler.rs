@@ -197,6 +197,26 @@ impl PreparedVolume {
         label: Option<bool>,
         config: &SamplingConfig,
     ) -> Result<Self> {
+        Self::with_body_mask(name, volume, label, config, None)
+    }
+
+    /// [`PreparedVolume::new`] with `volume`'s [`body_mask`] given, when the
+    /// caller has it already (the Hessian channels need it).
+    ///
+    /// [`body_mask`]: crate::normalize::body_mask
+    pub fn with_body_mask(
+        name: &str,
+        volume: &Volume,
+        label: Option<bool>,
+        config: &SamplingConfig,
+        body: Option<&[bool]>,
+    ) -> Result<Self> {
+        if body.is_some_and(|b| b.len() != volume.shape().iter().product::<usize>()) {
+            return Err(Error::invalid(
+                "body mask",
+                "its voxel count is not the volume's",
+            ));
+        }
         if !(config.offset_span > 0.0 && config.offset_span <= 1.0) {
             return Err(Error::invalid(
                 "offset_span",
@@ -223,19 +243,25 @@ impl PreparedVolume {
                 [0, 1, 2].map(|a| w[a] - ball.center_mm[a])
             })
             .collect();
-        let volume = normalize(volume, config.normalization)?;
+        let normalised = normalize(volume, config.normalization)?;
         // Air: the darkest percentile of the normalised volume.
-        let background = quantile(volume.channel(0), 0.01);
+        let background = quantile(normalised.channel(0), 0.01);
         let volume = match config.hessian_sigma_mm {
             // On the normalised image, so that the eigenvalues are in the same
             // units in every scan; outside the body they would show the air's
             // edge, not anatomy.
-            Some(sigma) => crate::hessian::with_hessian_channels(
-                &volume,
-                sigma,
-                &crate::normalize::body_mask(&volume, BODY_MARGIN_VOXELS),
-            )?,
-            None => volume,
+            Some(sigma) => {
+                let computed;
+                let body = match body {
+                    Some(b) => b,
+                    None => {
+                        computed = crate::normalize::body_mask(volume, BODY_MARGIN_VOXELS);
+                        &computed
+                    }
+                };
+                crate::hessian::with_hessian_channels(&normalised, sigma, body)?
+            }
+            None => normalised,
         };
         Ok(Self {
             name: name.to_string(),
@@ -705,6 +731,17 @@ mod tests {
             h.offset_range([0.0, 0.6, 0.8]),
             plain.offset_range([0.0, 0.6, 0.8])
         );
+        // A body mask handed in is the one the Hessian channels are cut to.
+        let body = crate::normalize::body_mask(&c.image, BODY_MARGIN_VOXELS);
+        let given = PreparedVolume::with_body_mask("x", &c.image, None, &sc, Some(&body)).unwrap();
+        assert_eq!(given.volume.data(), h.volume.data());
+        let none = vec![false; body.len()];
+        let cut = PreparedVolume::with_body_mask("x", &c.image, None, &sc, Some(&none)).unwrap();
+        assert!(cut.volume.channel(1).iter().all(|&x| x == 0.0));
+        assert!(cut.volume.channel(2).iter().all(|&x| x == 0.0));
+        let e =
+            PreparedVolume::with_body_mask("x", &c.image, None, &sc, Some(&body[1..])).unwrap_err();
+        assert!(e.to_string().contains("body mask"), "{e}");
         let (mut pos, mut neg) = (h.clone(), h);
         (pos.label, neg.label) = (Some(true), Some(false));
         let s = SliceSampler::new(vec![pos, neg], sc.clone()).unwrap();

@@ -154,8 +154,14 @@ pub fn segment_file(
         path: file.to_path_buf(),
         reason: format!("{what}: {e}"),
     };
-    let mut prepared = PreparedVolume::new(&case, &img.volume, None, job.sampling)
-        .map_err(|e| about("preparing", &e))?;
+    // Once per scan: the heatmaps are cut to it, and the Hessian channels
+    // (when the model has them) are zero outside it.
+    let body = job
+        .body_mask
+        .then(|| body_mask(&img.volume, BODY_MARGIN_VOXELS));
+    let mut prepared =
+        PreparedVolume::with_body_mask(&case, &img.volume, None, job.sampling, body.as_deref())
+            .map_err(|e| about("preparing", &e))?;
     if let SliceModel::Net { encoder, .. } = job.model {
         let (got, want) = (prepared.volume.channels(), encoder.in_channels());
         if got != want {
@@ -199,9 +205,6 @@ pub fn segment_file(
     } else {
         let (heatmaps, timings) = segment(&prepared, job.model, job.methods, config)
             .map_err(|e| about("segmenting", &e))?;
-        let body = job
-            .body_mask
-            .then(|| body_mask(&img.volume, BODY_MARGIN_VOXELS));
         let mut outputs = Vec::new();
         for mut h in heatmaps {
             if let Some(body) = &body {
