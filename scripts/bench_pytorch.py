@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """PyTorch reference timings for `tonno bench encoder`: the same networks
 (tonno's small CNN, torchvision ResNet-18 and ResNet-34, one input channel,
 one logit), the same batch sizes and slice sizes, on the CPU threads.

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Exports randomly initialised torchvision ResNet-18/34 weights (no
 download) as a state dict (.pt) and safetensors, plus a fixed one-channel
 input and PyTorch's layer4 feature maps for it (conv1 summed over RGB, as

@@ -24,13 +24,15 @@ use tonno_ml::pipeline::{Job, segment_file};
 use tonno_ml::run::{DataRecord, RunDir, TrainedModel};
 use tonno_ml::train::{DataSpec, RunMode, Silent, TrainSummary, train};
 
-use tonno_core::eval::auto_threshold;
 use tonno_core::eval::folder::{
-    Classification, auto_summary, classification, evaluate_method, masks, oracle_dice, pairs,
+    Classification, auto_summary, evaluate_method, masks, oracle_dice, pairs,
 };
+use tonno_core::eval::{above, auto_threshold};
 use tonno_ml::decision::Decision;
 
-use crate::eval::{COLUMNS, MethodRow, auto_columns, classification_line, table, table_cells};
+use crate::eval::{
+    COLUMNS, MethodRow, auto_columns, classification_line, scan_answer, table, table_cells,
+};
 use crate::html;
 use crate::render::{self, PREDICTED, Plane, Rgb, TRUTH};
 
@@ -474,10 +476,7 @@ fn evaluate_all(test: [&Path; 2], val: [&Path; 2]) -> anyhow::Result<Evaluated> 
         5,
         "evaluating on the test scans (thresholds from the validation scans)",
     );
-    let (classified, gate) = match classification(test[0], &masks(test[1])?)? {
-        Some((c, g)) => (Some(c), (!g.is_empty()).then_some(g)),
-        None => (None, None),
-    };
+    let (classified, gate) = scan_answer(test[0], &masks(test[1])?)?;
     let rows = Method::ALL
         .iter()
         .map(|m| {
@@ -696,26 +695,32 @@ fn figures(
             tiles_per_row * (w * scale + gap),
             planes.len() * (h * scale + gap),
         );
+        // Each method's heatmap, its colour range and the mask `tonno segment
+        // --threshold auto` writes (empty when the gate calls the scan
+        // negative), for all three planes.
+        let called = gate.is_none_or(|g| g.get(&case).copied().unwrap_or(true));
+        let heats = Method::ALL
+            .iter()
+            .map(|m| {
+                let hv = read_image(&heat.join(format!("{case}_{}.nii.gz", m.name())))?.volume;
+                let range = (quantile(hv.data(), 0.5), quantile(hv.data(), 0.999));
+                let t = auto_threshold(hv.data(), m.auto_fraction());
+                Ok((hv, range, t))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for (r, pl) in planes.iter().enumerate() {
             let img = render::plane(&image, *pl, c);
             let truth = render::plane(&mask, *pl, c).2;
             let mut tiles = vec![render::tile(&img, range, None, &[(&truth, TRUTH)])];
-            let called = gate.is_none_or(|g| g.get(&case).copied().unwrap_or(true));
-            for m in Method::ALL {
-                let hv = read_image(&heat.join(format!("{case}_{}.nii.gz", m.name())))?.volume;
-                let hr = (quantile(hv.data(), 0.5), quantile(hv.data(), 0.999));
-                let hp = render::plane(&hv, *pl, c).2;
-                // The mask `tonno segment --threshold auto` writes (empty when
-                // the gate calls the scan negative).
-                let t = auto_threshold(hv.data(), m.auto_fraction());
-                let mask: Vec<f32> = hp
-                    .iter()
-                    .map(|&v| f32::from(u8::from(called && v > t)))
+            for (hv, hr, t) in &heats {
+                let hp = render::plane(hv, *pl, c).2;
+                let mask: Vec<f32> = above(&hp, *t)
+                    .map(|inside| f32::from(u8::from(called && inside)))
                     .collect();
                 tiles.push(render::tile(
                     &img,
                     range,
-                    Some((&hp, hr)),
+                    Some((&hp, *hr)),
                     &[(&truth, TRUTH), (&mask, PREDICTED)],
                 ));
             }

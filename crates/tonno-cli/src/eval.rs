@@ -1,6 +1,7 @@
 //! `tonno eval`: heatmaps against masks, per case and overall.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -187,6 +188,22 @@ pub fn table(rows: &[MethodRow], extra: &[(&str, Vec<String>)]) -> String {
     s
 }
 
+/// Each case's call, `true` for a lesion: the gate of the per-scan rule.
+pub(crate) type Gate = BTreeMap<String, bool>;
+
+/// The scan-level answer in `pred`'s `predictions.csv` for the cases of
+/// `truth`: its figures, and each case's call for the gate (`None` where the
+/// file calls no case, as when no decision threshold was stored).
+pub(crate) fn scan_answer(
+    pred: &Path,
+    truth: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<(Option<Classification>, Option<Gate>)> {
+    Ok(match classification(pred, truth)? {
+        Some((c, g)) => (Some(c), (!g.is_empty()).then_some(g)),
+        None => (None, None),
+    })
+}
+
 /// The scan-level answer's figures in a sentence.
 pub(crate) fn classification_line(c: &Classification) -> String {
     format!(
@@ -276,10 +293,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         a.pred.display(),
         a.truth.display()
     );
-    let (classified, gate) = match classification(&a.pred, &cases)? {
-        Some((c, g)) => (Some(c), (!g.is_empty()).then_some(g)),
-        None => (None, None),
-    };
+    let (classified, gate) = scan_answer(&a.pred, &cases)?;
     let mut rows = Vec::new();
     for m in &methods {
         let test = pairs(&a.pred, &a.truth, m)?;

@@ -731,10 +731,26 @@ mod tests {
             h.offset_range([0.0, 0.6, 0.8]),
             plain.offset_range([0.0, 0.6, 0.8])
         );
-        // A body mask handed in is the one the Hessian channels are cut to.
+        // A body mask handed in is the one the Hessian channels are cut to,
+        // not one computed again: with the lower half of the body, they are
+        // zero above it and the computed mask's values below.
         let body = crate::normalize::body_mask(&c.image, BODY_MARGIN_VOXELS);
-        let given = PreparedVolume::with_body_mask("x", &c.image, None, &sc, Some(&body)).unwrap();
-        assert_eq!(given.volume.data(), h.volume.data());
+        let half: Vec<bool> = (0..body.len())
+            .map(|i| body[i] && i < body.len() / 2)
+            .collect();
+        let given = PreparedVolume::with_body_mask("x", &c.image, None, &sc, Some(&half)).unwrap();
+        assert_eq!(given.volume.channel(0), h.volume.channel(0));
+        for ch in [1, 2] {
+            let (g, w) = (given.volume.channel(ch), h.volume.channel(ch));
+            for i in 0..half.len() {
+                assert_eq!(
+                    g[i],
+                    if half[i] { w[i] } else { 0.0 },
+                    "channel {ch}, voxel {i}"
+                );
+            }
+            assert!((body.len() / 2..body.len()).any(|i| w[i] != 0.0));
+        }
         let none = vec![false; body.len()];
         let cut = PreparedVolume::with_body_mask("x", &c.image, None, &sc, Some(&none)).unwrap();
         assert!(cut.volume.channel(1).iter().all(|&x| x == 0.0));

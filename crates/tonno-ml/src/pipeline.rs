@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tonno_core::eval::auto_threshold;
+use tonno_core::eval::{above, auto_threshold};
 use tonno_core::geometry::Ball;
 use tonno_core::io::{DataType, case_name, read_image_series, write_image};
 use tonno_core::normalize::{BODY_MARGIN_VOXELS, body_mask};
@@ -104,11 +104,7 @@ fn mask_of(
             auto_fraction.unwrap_or(h.method.auto_fraction()),
         ),
     };
-    let data = h
-        .volume
-        .data()
-        .iter()
-        .map(|&v| (!gated && v > t) as u8 as f32);
+    let data = above(h.volume.data(), t).map(|inside| f32::from(u8::from(!gated && inside)));
     Ok(h.volume.same_grid(data.collect())?)
 }
 

@@ -56,11 +56,7 @@ impl Pair {
 
     /// Voxels of the heatmap above `threshold`.
     pub fn predicted_mask(&self, threshold: f32) -> Vec<bool> {
-        self.heatmap
-            .channel(0)
-            .iter()
-            .map(|&v| v > threshold)
-            .collect()
+        above(self.heatmap.channel(0), threshold).collect()
     }
 
     fn truth_mask(&self) -> Vec<bool> {
@@ -121,6 +117,14 @@ pub fn auto_threshold(heatmap: &[f32], fraction: f64) -> f32 {
     let median = crate::normalize::quantile(&body, 0.5) as f64;
     let max = body.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     (median + fraction * (max - median)) as f32
+}
+
+/// The rule that turns a heatmap into a mask at any threshold, shared by
+/// `tonno segment`'s masks, `tonno eval` and the demo's pictures: a voxel is
+/// in the mask when its value is above the threshold, never at it, so a flat
+/// heatmap at [`auto_threshold`]'s answer (its own level) gives an empty mask.
+pub fn above(heatmap: &[f32], threshold: f32) -> impl Iterator<Item = bool> + '_ {
+    heatmap.iter().map(move |&v| v > threshold)
 }
 
 /// One case's figures at the threshold.
