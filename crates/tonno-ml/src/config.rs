@@ -79,6 +79,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Fraction of the labelled training cases held out for validation (stratified).
     pub val_fraction: f64,
+    /// Validate on at most this many of the held-out cases (the same number
+    /// from each held-out subject, or label, the first by name); `None`: all.
+    pub val_max_cases: Option<usize>,
     /// Validation slices per volume: directions x offsets.
     pub val_directions: usize,
     pub val_slices: usize,
@@ -138,6 +141,7 @@ impl Default for TrainConfig {
             max_minutes: None,
             seed: 0,
             val_fraction: 0.25,
+            val_max_cases: None,
             val_directions: 8,
             val_slices: 24,
             // Off: a validation AUROC of 12 volumes can spike by chance
@@ -276,6 +280,12 @@ impl TrainConfig {
             return Err(Error::invalid(
                 "val_fraction",
                 format!("{} (must be in (0, 1))", self.val_fraction),
+            ));
+        }
+        if let Some(n) = self.val_max_cases.filter(|&n| n < 2) {
+            return Err(Error::invalid(
+                "val_max_cases",
+                format!("{n} (validation needs at least one case of each label)"),
             ));
         }
         Ok(())

@@ -111,10 +111,12 @@ fn labels_name(l: &LabelSource) -> String {
 /// Split of labelled training cases into training and validation, seeded:
 /// by subject when every case names one (whole subjects are held out, so
 /// that validation measures what a new patient would see), else stratified
-/// by label.
+/// by label. With `val_max_cases`, validation keeps at most that many
+/// ([`cap_validation`]).
 fn split_cases<'a>(
     cases: &[&'a Case],
     val_fraction: f64,
+    val_max_cases: Option<usize>,
     seed: u64,
     root: &Path,
 ) -> Result<(Vec<&'a Case>, Vec<&'a Case>)> {
@@ -145,6 +147,11 @@ fn split_cases<'a>(
                 .copied()
                 .filter(|c| !held.contains(&c.subject.as_deref().unwrap_or(""))),
         );
+        // The held-out subjects' other scans are left unused: training on
+        // them would show the encoder the heads it is validated on.
+        if let Some(max) = val_max_cases {
+            val = cap_validation(val, max, |c| c.subject.clone().unwrap_or_default());
+        }
         for (name, part) in [("training", &train), ("validation", &val)] {
             let pos = part.iter().filter(|c| c.label == Some(true)).count();
             if pos == 0 || pos == part.len() {
@@ -170,10 +177,59 @@ fn split_cases<'a>(
             val.extend(group.drain(..n_val));
             train.extend(group);
         }
+        if let Some(max) = val_max_cases.filter(|&m| val.len() > m) {
+            let kept = cap_validation(val.clone(), max, |c| format!("{:?}", c.label));
+            let names: std::collections::HashSet<&str> =
+                kept.iter().map(|c| c.name.as_str()).collect();
+            train.extend(
+                val.iter()
+                    .copied()
+                    .filter(|c| !names.contains(c.name.as_str())),
+            );
+            val = kept;
+        }
     }
     train.sort_by(|a, b| a.name.cmp(&b.name));
     val.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((train, val))
+}
+
+/// At most `max` of the validation cases `val`: the same number from each
+/// group (held-out subject, or label), the first of each by case name. On a
+/// large set, validating every case each epoch costs more than the
+/// training steps between validations; a fixed, named choice keeps the
+/// validation set the same from run to run and seed to seed.
+fn cap_validation<'a>(
+    val: Vec<&'a Case>,
+    max: usize,
+    group: impl Fn(&Case) -> String,
+) -> Vec<&'a Case> {
+    let mut groups: std::collections::BTreeMap<String, Vec<&'a Case>> = Default::default();
+    for c in val {
+        groups.entry(group(c)).or_default().push(c);
+    }
+    let mut queues: Vec<std::vec::IntoIter<&'a Case>> = groups
+        .into_values()
+        .map(|mut g| {
+            g.sort_by(|a, b| a.name.cmp(&b.name));
+            g.into_iter()
+        })
+        .collect();
+    let mut kept = Vec::with_capacity(max);
+    while kept.len() < max {
+        let before = kept.len();
+        for q in &mut queues {
+            if kept.len() < max
+                && let Some(c) = q.next()
+            {
+                kept.push(c);
+            }
+        }
+        if kept.len() == before {
+            break;
+        }
+    }
+    kept
 }
 
 fn prepare(
@@ -204,7 +260,13 @@ fn prepare(
     }
     let (train, val): (Vec<&Case>, Vec<&Case>) = match fixed {
         Some(rec) => stored_split(data, rec, &labelled)?,
-        None => split_cases(&labelled, config.val_fraction, config.seed, &data.root)?,
+        None => split_cases(
+            &labelled,
+            config.val_fraction,
+            config.val_max_cases,
+            config.seed,
+            &data.root,
+        )?,
     };
     observer.message(&format!(
         "loading {} training and {} validation volumes from {}",
@@ -1262,7 +1324,7 @@ mod tests {
             .collect();
         let refs: Vec<&Case> = cases.iter().collect();
         for seed in 0..5 {
-            let (train, val) = split_cases(&refs, 0.25, seed, Path::new("d")).unwrap();
+            let (train, val) = split_cases(&refs, 0.25, None, seed, Path::new("d")).unwrap();
             assert_eq!(train.len() + val.len(), 24);
             // 6 subjects of 4 cases, a quarter (6 cases) wanted: 2 subjects.
             assert_eq!(val.len(), 8);
@@ -1284,9 +1346,80 @@ mod tests {
             .map(|c| Case { subject: None, ..c })
             .collect();
         let refs: Vec<&Case> = plain.iter().collect();
-        let (_, val) = split_cases(&refs, 0.25, 0, Path::new("d")).unwrap();
+        let (_, val) = split_cases(&refs, 0.25, None, 0, Path::new("d")).unwrap();
         assert_eq!(val.iter().filter(|c| c.label == Some(true)).count(), 3);
         assert_eq!(held_out_subjects(&val), None);
+    }
+
+    #[test]
+    fn a_capped_validation_keeps_the_first_cases_of_each_held_out_subject_and_never_trains_on_the_rest()
+     {
+        // 6 subjects of 4 cases (2 with a lesion, 2 without, alternating).
+        let cases: Vec<Case> = (0..24)
+            .map(|i| Case {
+                name: format!("case_{i:03}"),
+                image: PathBuf::from(format!("case_{i:03}.nii.gz")),
+                mask: None,
+                label: Some(i % 2 == 0),
+                split: Split::Train,
+                subject: Some(format!("subject_{}", (i / 2) % 6)),
+            })
+            .collect();
+        let refs: Vec<&Case> = cases.iter().collect();
+        let names = |v: &[&Case]| v.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        for seed in 0..5 {
+            let (train, val) = split_cases(&refs, 0.25, None, seed, Path::new("d")).unwrap();
+            let (ctrain, cval) = split_cases(&refs, 0.25, Some(4), seed, Path::new("d")).unwrap();
+            assert_eq!(
+                held_out_subjects(&cval),
+                held_out_subjects(&val),
+                "seed {seed}"
+            );
+            assert_eq!(names(&ctrain), names(&train), "seed {seed}");
+            // The first two of each held-out subject by name: one of each label.
+            let mut want: Vec<String> = held_out_subjects(&val)
+                .unwrap()
+                .iter()
+                .flat_map(|s| {
+                    let mut of: Vec<&&Case> = val
+                        .iter()
+                        .filter(|c| c.subject.as_deref() == Some(s.as_str()))
+                        .collect();
+                    of.sort_by(|a, b| a.name.cmp(&b.name));
+                    of.into_iter().take(2).map(|c| c.name.clone())
+                })
+                .collect();
+            want.sort();
+            assert_eq!(names(&cval), want, "seed {seed}");
+            assert_eq!(cval.iter().filter(|c| c.label == Some(true)).count(), 2);
+        }
+        // Without subjects: the same number of each label, and the cases
+        // left out of validation train.
+        let plain: Vec<Case> = cases
+            .iter()
+            .cloned()
+            .map(|c| Case { subject: None, ..c })
+            .collect();
+        let refs: Vec<&Case> = plain.iter().collect();
+        let (_, val) = split_cases(&refs, 0.25, None, 0, Path::new("d")).unwrap();
+        let (ctrain, cval) = split_cases(&refs, 0.25, Some(2), 0, Path::new("d")).unwrap();
+        assert_eq!(cval.len(), 2);
+        assert_eq!(cval.iter().filter(|c| c.label == Some(true)).count(), 1);
+        assert!(cval.iter().all(|c| val.iter().any(|v| v.name == c.name)));
+        assert_eq!(ctrain.len() + cval.len(), 24);
+        // A cap above the split's size changes nothing; below 2 is refused.
+        let (_, same) = split_cases(&refs, 0.25, Some(100), 0, Path::new("d")).unwrap();
+        assert_eq!(names(&same), names(&val));
+        let one = TrainConfig {
+            val_max_cases: Some(1),
+            ..TrainConfig::default()
+        };
+        assert!(
+            one.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("val_max_cases")
+        );
     }
 
     #[test]

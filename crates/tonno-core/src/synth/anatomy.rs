@@ -746,7 +746,7 @@ pub fn generate_case(
         mask[v[0] + n * (v[1] + n * v[2])] = 1.0;
     }
     Ok(SynthCase {
-        name: format!("case_{index:03}"),
+        name: super::case_name(index, config.cases),
         image: Volume::new(image, [n; 3], 1, affine)?,
         mask: Volume::new(mask, [n; 3], 1, affine)?,
         lesions: tumours.iter().map(Tumour::info).collect(),

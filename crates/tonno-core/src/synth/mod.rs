@@ -373,6 +373,15 @@ fn tissue(head: &Head, p: Vec3) -> f64 {
 }
 
 /// Generates case `index` of a dataset (deterministic in `seed` and `index`).
+/// A case's name: `case_` and its index, zero-padded to the width of the
+/// last index (at least 3 digits, `case_007`), so that names sort as the
+/// cases do in a set of 1000 or more too (`case_0999` before `case_1000`;
+/// tonno and other tools order cases by name).
+pub(crate) fn case_name(index: usize, cases: usize) -> String {
+    let width = cases.saturating_sub(1).to_string().len().max(3);
+    format!("case_{index:0width$}")
+}
+
 pub fn generate_case(
     config: &SynthConfig,
     index: usize,
@@ -458,7 +467,7 @@ pub fn generate_case(
         lesion_infos.clear();
     }
     Ok(SynthCase {
-        name: format!("case_{index:03}"),
+        name: case_name(index, config.cases),
         image: Volume::new(image, [size; 3], 1, affine)?,
         mask: Volume::new(mask, [size; 3], 1, affine)?,
         lesions: lesion_infos,
@@ -530,6 +539,17 @@ mod tests {
             cases: 8,
             seed: 3,
             ..SynthConfig::default()
+        }
+    }
+
+    #[test]
+    fn case_names_sort_as_their_indices_do_in_sets_of_any_size() {
+        assert_eq!(case_name(7, 8), "case_007");
+        assert_eq!(case_name(999, 1000), "case_999");
+        assert_eq!(case_name(7, 1120), "case_0007");
+        for cases in [1, 8, 1000, 1001, 1120, 12_000] {
+            let names: Vec<String> = (0..cases).map(|i| case_name(i, cases)).collect();
+            assert!(names.windows(2).all(|w| w[0] < w[1]), "{cases} cases");
         }
     }
 
