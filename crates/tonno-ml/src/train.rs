@@ -150,7 +150,7 @@ fn split_cases<'a>(
         // The held-out subjects' other scans are left unused: training on
         // them would show the encoder the heads it is validated on.
         if let Some(max) = val_max_cases {
-            val = cap_validation(val, max, |c| c.subject.clone().unwrap_or_default());
+            val = cap_validation(val, max, |c| c.subject.clone().unwrap_or_default()).0;
         }
         for (name, part) in [("training", &train), ("validation", &val)] {
             let pos = part.iter().filter(|c| c.label == Some(true)).count();
@@ -178,15 +178,9 @@ fn split_cases<'a>(
             train.extend(group);
         }
         if let Some(max) = val_max_cases.filter(|&m| val.len() > m) {
-            let kept = cap_validation(val.clone(), max, |c| format!("{:?}", c.label));
-            let names: std::collections::HashSet<&str> =
-                kept.iter().map(|c| c.name.as_str()).collect();
-            train.extend(
-                val.iter()
-                    .copied()
-                    .filter(|c| !names.contains(c.name.as_str())),
-            );
-            val = kept;
+            let rest;
+            (val, rest) = cap_validation(val, max, |c| format!("{:?}", c.label));
+            train.extend(rest);
         }
     }
     train.sort_by(|a, b| a.name.cmp(&b.name));
@@ -195,7 +189,8 @@ fn split_cases<'a>(
 }
 
 /// At most `max` of the validation cases `val`: the same number from each
-/// group (held-out subject, or label), the first of each by case name. On a
+/// group (held-out subject, or label), the first of each by case name; and
+/// the cases left out. On a
 /// large set, validating every case each epoch costs more than the
 /// training steps between validations; a fixed, named choice keeps the
 /// validation set the same from run to run and seed to seed.
@@ -203,7 +198,7 @@ fn cap_validation<'a>(
     val: Vec<&'a Case>,
     max: usize,
     group: impl Fn(&Case) -> String,
-) -> Vec<&'a Case> {
+) -> (Vec<&'a Case>, Vec<&'a Case>) {
     let mut groups: std::collections::BTreeMap<String, Vec<&'a Case>> = Default::default();
     for c in val {
         groups.entry(group(c)).or_default().push(c);
@@ -229,7 +224,7 @@ fn cap_validation<'a>(
             break;
         }
     }
-    kept
+    (kept, queues.into_iter().flatten().collect())
 }
 
 fn prepare(
@@ -1310,9 +1305,9 @@ mod tests {
         assert!(zero.validate().is_err());
     }
 
-    #[test]
-    fn validation_holds_out_whole_subjects_when_the_labels_name_them() {
-        let cases: Vec<Case> = (0..24)
+    /// 24 labelled cases of 6 subjects, 4 each (2 with a lesion, 2 without).
+    fn six_subjects_of_four() -> Vec<Case> {
+        (0..24)
             .map(|i| Case {
                 name: format!("case_{i:03}"),
                 image: PathBuf::from(format!("case_{i:03}.nii.gz")),
@@ -1321,7 +1316,21 @@ mod tests {
                 split: Split::Train,
                 subject: Some(format!("subject_{}", (i / 2) % 6)),
             })
-            .collect();
+            .collect()
+    }
+
+    /// The same cases with no subject named.
+    fn without_subjects(cases: &[Case]) -> Vec<Case> {
+        cases
+            .iter()
+            .cloned()
+            .map(|c| Case { subject: None, ..c })
+            .collect()
+    }
+
+    #[test]
+    fn validation_holds_out_whole_subjects_when_the_labels_name_them() {
+        let cases = six_subjects_of_four();
         let refs: Vec<&Case> = cases.iter().collect();
         for seed in 0..5 {
             let (train, val) = split_cases(&refs, 0.25, None, seed, Path::new("d")).unwrap();
@@ -1340,11 +1349,7 @@ mod tests {
             }
         }
         // Without subjects: the stratified split of before.
-        let plain: Vec<Case> = cases
-            .iter()
-            .cloned()
-            .map(|c| Case { subject: None, ..c })
-            .collect();
+        let plain = without_subjects(&cases);
         let refs: Vec<&Case> = plain.iter().collect();
         let (_, val) = split_cases(&refs, 0.25, None, 0, Path::new("d")).unwrap();
         assert_eq!(val.iter().filter(|c| c.label == Some(true)).count(), 3);
@@ -1354,17 +1359,7 @@ mod tests {
     #[test]
     fn a_capped_validation_keeps_the_first_cases_of_each_held_out_subject_and_never_trains_on_the_rest()
      {
-        // 6 subjects of 4 cases (2 with a lesion, 2 without, alternating).
-        let cases: Vec<Case> = (0..24)
-            .map(|i| Case {
-                name: format!("case_{i:03}"),
-                image: PathBuf::from(format!("case_{i:03}.nii.gz")),
-                mask: None,
-                label: Some(i % 2 == 0),
-                split: Split::Train,
-                subject: Some(format!("subject_{}", (i / 2) % 6)),
-            })
-            .collect();
+        let cases = six_subjects_of_four();
         let refs: Vec<&Case> = cases.iter().collect();
         let names = |v: &[&Case]| v.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
         for seed in 0..5 {
@@ -1395,11 +1390,7 @@ mod tests {
         }
         // Without subjects: the same number of each label, and the cases
         // left out of validation train.
-        let plain: Vec<Case> = cases
-            .iter()
-            .cloned()
-            .map(|c| Case { subject: None, ..c })
-            .collect();
+        let plain = without_subjects(&cases);
         let refs: Vec<&Case> = plain.iter().collect();
         let (_, val) = split_cases(&refs, 0.25, None, 0, Path::new("d")).unwrap();
         let (ctrain, cval) = split_cases(&refs, 0.25, Some(2), 0, Path::new("d")).unwrap();

@@ -372,7 +372,6 @@ fn tissue(head: &Head, p: Vec3) -> f64 {
     }
 }
 
-/// Generates case `index` of a dataset (deterministic in `seed` and `index`).
 /// A case's name: `case_` and its index, zero-padded to the width of the
 /// last index (at least 3 digits, `case_007`), so that names sort as the
 /// cases do in a set of 1000 or more too (`case_0999` before `case_1000`;
@@ -382,6 +381,7 @@ pub(crate) fn case_name(index: usize, cases: usize) -> String {
     format!("case_{index:0width$}")
 }
 
+/// Generates case `index` of a dataset (deterministic in `seed` and `index`).
 pub fn generate_case(
     config: &SynthConfig,
     index: usize,
